@@ -1,0 +1,1 @@
+#include "allocators/buddy_allocator.h"

@@ -1,0 +1,1 @@
+#include "allocators/coalescing_pool_allocator.h"

@@ -1,0 +1,66 @@
+#include "allocators/registry.h"
+
+#include "allocators/allocator_types.h"
+#include "allocators/host_upstream.h"
+#include "allocators/simulated_upstream.h"
+#include "common/input_error.h"
+#include "common/spec.h"
+
+namespace tiermark {
+namespace {
+
+template <class T>
+ComponentInfo info_of() {
+  return {T::kName, T::kDescription, T::option_specs()};
+}
+
+std::string known_names(const std::vector<ComponentInfo>& catalog) {
+  std::string names;
+  for (const ComponentInfo& info : catalog) names += (names.empty() ? "" : ", ") + std::string(info.name);
+  return names;
+}
+
+}  // namespace
+
+std::vector<ComponentInfo> allocator_catalog() {
+  std::vector<ComponentInfo> catalog;
+  AllAllocatorTypes::for_each([&]<class T>(std::type_identity<T>) { catalog.push_back(info_of<T>()); });
+  return catalog;
+}
+
+std::vector<ComponentInfo> upstream_catalog() { return {info_of<HostUpstream>(), info_of<SimulatedUpstream>()}; }
+
+Options make_options(std::string_view spec_text, std::string_view name, std::span<const OptionSpec> declared) {
+  const Spec spec = parse_spec(spec_text);
+  if (spec.name != name) throw InputError("spec '" + std::string(spec_text) + "' does not name " + std::string(name));
+  if (!spec.preset.empty()) throw InputError(std::string(name) + ": has no presets, but '/" + spec.preset + "' was given");
+  return Options(spec.name, declared, spec.settings);
+}
+
+std::unique_ptr<Allocator> make_allocator(std::string_view spec_text, Upstream& upstream) {
+  const Spec spec = parse_spec(spec_text);
+  std::unique_ptr<Allocator> made;
+  AllAllocatorTypes::for_each([&]<class T>(std::type_identity<T>) {
+    if (made == nullptr && spec.name == T::kName) {
+      made = std::make_unique<AllocatorAdapter<T>>(make_options(spec_text, T::kName, T::option_specs()), upstream);
+    }
+  });
+  if (made == nullptr) {
+    throw InputError("unknown allocator '" + spec.name + "' (known: " + known_names(allocator_catalog()) + ")");
+  }
+  return made;
+}
+
+std::unique_ptr<Upstream> make_upstream(std::string_view spec_text) {
+  const Spec spec = parse_spec(spec_text);
+  if (spec.name == HostUpstream::kName) {
+    return std::make_unique<HostUpstream>(make_options(spec_text, HostUpstream::kName, HostUpstream::option_specs()));
+  }
+  if (spec.name == SimulatedUpstream::kName) {
+    return std::make_unique<SimulatedUpstream>(
+        make_options(spec_text, SimulatedUpstream::kName, SimulatedUpstream::option_specs()));
+  }
+  throw InputError("unknown memory source '" + spec.name + "' (known: " + known_names(upstream_catalog()) + ")");
+}
+
+}  // namespace tiermark

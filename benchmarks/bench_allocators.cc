@@ -1,0 +1,163 @@
+// bench_allocators: the cost of allocate + deallocate for every tiermark allocator on host memory.
+//   pair/<allocator>/<size>        allocate one block and free it again (the fast path)
+//   random/<allocator>/<lo>-<hi>   free a random one of 10,000 live blocks and allocate a block of a
+//                                  log-uniform random size in [lo, hi] in its place (one item = both)
+// Each loop is templated on the concrete allocator type, so there is no virtual call per operation;
+// `malloc` rows call malloc/free directly as the baseline without tiermark's bookkeeping.
+// Nothing here is asserted: the numbers are measured, reported, and compared within one run.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "allocators/allocator_types.h"
+#include "allocators/registry.h"
+
+namespace tiermark {
+namespace {
+
+constexpr std::size_t kLiveBlocks = 10'000;
+constexpr std::size_t kSequenceLength = std::size_t{1} << 16;  // pre-drawn (victim, size) pairs, cycled
+constexpr std::size_t kPairSizes[] = {64, 4096, 65536, std::size_t{1} << 20};
+struct SizeRange {
+  std::size_t lo;
+  std::size_t hi;
+  const char* label;
+};
+// 64 B..1 MiB is the range this suite cares about; 16 B..64 KiB matches the peer figures in
+// shared/REFERENCE.md section 8 (mimalloc-bench style random replacement).
+constexpr SizeRange kRandomRanges[] = {{64, std::size_t{1} << 20, "64-1M"}, {16, std::size_t{64} << 10, "16-64K"}};
+
+// The raw C library, for the baseline rows.
+struct RawMalloc {
+  void* allocate(std::size_t size, std::size_t, StreamId) noexcept { return std::malloc(size); }
+  void deallocate(void* p, std::size_t, std::size_t, StreamId) noexcept { std::free(p); }
+};
+
+struct RandomSequence {
+  std::vector<std::uint32_t> victims;
+  std::vector<std::uint32_t> sizes;
+};
+
+RandomSequence draw_sequence(const SizeRange& range) {
+  std::mt19937_64 rng(42);
+  std::uniform_int_distribution<std::uint32_t> victim(0, kLiveBlocks - 1);
+  std::uniform_real_distribution<double> log_size(std::log(double(range.lo)), std::log(double(range.hi)));
+  RandomSequence sequence;
+  for (std::size_t i = 0; i < kSequenceLength; ++i) {
+    sequence.victims.push_back(victim(rng));
+    sequence.sizes.push_back(static_cast<std::uint32_t>(std::lround(std::exp(log_size(rng)))));
+  }
+  return sequence;
+}
+
+template <class A>
+void report(benchmark::State& state, const A& allocator) {
+  if constexpr (requires { allocator.stats(); }) {
+    const AllocatorStats s = allocator.stats();
+    if (s.failed_requests != 0) state.SkipWithError("allocation failed: see failed_requests");
+    state.counters["failed_requests"] = static_cast<double>(s.failed_requests);
+    if (s.reserved_known && s.reserved_bytes.peak != 0) {
+      state.counters["peak_reserved_bytes"] = static_cast<double>(s.reserved_bytes.peak);
+      state.counters["efficiency"] = double(s.requested_bytes.peak) / double(s.reserved_bytes.peak);
+    }
+  }
+}
+
+template <class A>
+void pair_loop(benchmark::State& state, A& allocator, std::size_t size) {
+  for (auto _ : state) {
+    void* p = allocator.allocate(size, kDefaultAlignment, 0);
+    benchmark::DoNotOptimize(p);
+    if (p == nullptr) [[unlikely]] break;
+    allocator.deallocate(p, size, kDefaultAlignment, 0);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+  report(state, allocator);
+}
+
+template <class A>
+void random_loop(benchmark::State& state, A& allocator, const RandomSequence& sequence) {
+  std::vector<void*> blocks(kLiveBlocks);
+  std::vector<std::uint32_t> sizes(kLiveBlocks);
+  for (std::size_t i = 0; i < kLiveBlocks; ++i) {
+    sizes[i] = sequence.sizes[i];
+    blocks[i] = allocator.allocate(sizes[i], kDefaultAlignment, 0);
+  }
+  std::size_t k = kLiveBlocks;
+  for (auto _ : state) {
+    const std::uint32_t victim = sequence.victims[k];
+    if (blocks[victim] != nullptr) [[likely]] allocator.deallocate(blocks[victim], sizes[victim], kDefaultAlignment, 0);
+    sizes[victim] = sequence.sizes[k];
+    blocks[victim] = allocator.allocate(sizes[victim], kDefaultAlignment, 0);
+    benchmark::DoNotOptimize(blocks[victim]);
+    k = (k + 1) & (kSequenceLength - 1);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+  report(state, allocator);
+  for (std::size_t i = 0; i < kLiveBlocks; ++i) {
+    if (blocks[i] != nullptr) allocator.deallocate(blocks[i], sizes[i], kDefaultAlignment, 0);
+  }
+}
+
+// Builds a fresh allocator of type T on its own host upstream for one benchmark run.
+template <class T>
+struct Fixture {
+  std::unique_ptr<Upstream> upstream = make_upstream("host");
+  T allocator{make_options(std::string(T::kName), T::kName, T::option_specs()), *upstream};
+};
+
+void register_all() {
+  const auto sequences = std::make_shared<std::vector<RandomSequence>>();
+  for (const SizeRange& range : kRandomRanges) sequences->push_back(draw_sequence(range));
+
+  for (std::size_t size : kPairSizes) {
+    benchmark::RegisterBenchmark(("pair/malloc/" + std::to_string(size)).c_str(), [size](benchmark::State& state) {
+      RawMalloc raw;
+      pair_loop(state, raw, size);
+    });
+  }
+  for (std::size_t r = 0; r < std::size(kRandomRanges); ++r) {
+    benchmark::RegisterBenchmark((std::string("random/malloc/") + kRandomRanges[r].label).c_str(),
+                                 [sequences, r](benchmark::State& state) {
+                                   RawMalloc raw;
+                                   random_loop(state, raw, (*sequences)[r]);
+                                 });
+  }
+  AllAllocatorTypes::for_each([&]<class T>(std::type_identity<T>) {
+    const std::string name(T::kName);
+    for (std::size_t size : kPairSizes) {
+      benchmark::RegisterBenchmark(("pair/" + name + "/" + std::to_string(size)).c_str(), [size](benchmark::State& state) {
+        Fixture<T> fixture;
+        pair_loop(state, fixture.allocator, size);
+      });
+    }
+    for (std::size_t r = 0; r < std::size(kRandomRanges); ++r) {
+      benchmark::RegisterBenchmark(("random/" + name + "/" + kRandomRanges[r].label).c_str(),
+                                   [sequences, r](benchmark::State& state) {
+                                     Fixture<T> fixture;
+                                     random_loop(state, fixture.allocator, (*sequences)[r]);
+                                   });
+    }
+  });
+}
+
+}  // namespace
+}  // namespace tiermark
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  benchmark::AddCustomContext("tiermark_malloc", tiermark::active_malloc_name());
+  benchmark::AddCustomContext("tiermark_build_type", TIERMARK_BUILD_TYPE);
+  benchmark::AddCustomContext("tiermark_sanitizer", TIERMARK_SANITIZER);
+  if (const char* preload = std::getenv("LD_PRELOAD")) benchmark::AddCustomContext("tiermark_ld_preload", preload);
+  tiermark::register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

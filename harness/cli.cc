@@ -1,0 +1,96 @@
+#include "harness/cli.h"
+
+#include <boost/program_options.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/input_error.h"
+#include "harness/catalog_report.h"
+
+namespace tiermark {
+namespace {
+
+namespace po = boost::program_options;
+
+struct Command {
+  std::string name;
+  std::string summary;
+  std::function<int(const std::vector<std::string>&, std::ostream&)> run;
+};
+
+// Parses `args` against `options`; throws InputError on anything unknown or malformed.
+po::variables_map parse(const std::string& command, const po::options_description& options,
+                        const std::vector<std::string>& args) {
+  po::variables_map vm;
+  try {
+    const po::positional_options_description no_positional;  // stray words are errors, not ignored
+    po::store(po::command_line_parser(args).options(options).positional(no_positional).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(command + ": " + e.what());
+  }
+  return vm;
+}
+
+int list_command(const std::vector<std::string>& args, std::ostream& out) {
+  po::options_description options("tiermark list");
+  options.add_options()("json", "print JSON: {\"allocators\": [...], \"memory_sources\": [...]}")("help,h", "show this help");
+  const po::variables_map vm = parse("list", options, args);
+  if (vm.count("help") != 0) {
+    out << "usage: tiermark list [--json]\n" << options;
+  } else if (vm.count("json") != 0) {
+    out << catalog_json().dump(2) << "\n";
+  } else {
+    print_catalog(out);
+  }
+  return kExitOk;
+}
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> kCommands = {
+      {"list", "list every allocator and memory source with its options and defaults", list_command},
+  };
+  return kCommands;
+}
+
+void print_usage(std::ostream& out) {
+  out << "usage: tiermark <command> [options]\n\ncommands:\n";
+  for (const Command& command : commands()) out << "  " << command.name << "  " << command.summary << "\n";
+  out << "\n`tiermark <command> --help` describes a command. Exit codes: 0 ok, 1 run failed, 2 bad input.\n";
+}
+
+}  // namespace
+
+int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    print_usage(err);
+    return kExitBadInput;
+  }
+  const std::string name = args.front();
+  if (name == "--help" || name == "-h" || name == "help") {
+    print_usage(out);
+    return kExitOk;
+  }
+  if (name == "--version") {
+    out << "tiermark " << TIERMARK_VERSION << "\n";
+    return kExitOk;
+  }
+  for (const Command& command : commands()) {
+    if (command.name != name) continue;
+    try {
+      return command.run(std::vector<std::string>(args.begin() + 1, args.end()), out);
+    } catch (const InputError& e) {
+      err << "tiermark: " << e.what() << "\n";
+      return kExitBadInput;
+    } catch (const std::exception& e) {
+      err << "tiermark " << name << ": failed: " << e.what() << "\n";
+      return kExitFailure;
+    }
+  }
+  err << "tiermark: unknown command '" << name << "' (run `tiermark --help` for the list)\n";
+  return kExitBadInput;
+}
+
+}  // namespace tiermark
