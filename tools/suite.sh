@@ -2,7 +2,7 @@
 # tiermark's main job: installs what is missing, builds, runs the allocator benchmarks and prints a
 # comparison table. Every allocator runs in one process; the `system` rows run again in a process
 # of their own with each of jemalloc, tcmalloc and mimalloc preloaded (they replace malloc for the
-# whole process). Rounds interleave the processes so that drift on a shared machine spreads evenly.
+# whole process), as do the raw `malloc` baseline rows. Rounds interleave the processes so that drift on a shared machine spreads evenly.
 # Results (Google Benchmark JSON per process and round, and the table) go to results/<stamp>/.
 #
 # Environment: TIERMARK_ROUNDS (default 3), TIERMARK_MIN_TIME seconds per row (default 0.1).
@@ -29,8 +29,8 @@ for round in $(seq 1 "$rounds"); do
   "$bench" "${common[@]}" --benchmark_out="$out/bench_allocators.glibc.$round.json" >"$out/bench_allocators.glibc.$round.log" 2>&1
   for path in "${preloads[@]}"; do
     name=$(basename "$path" | sed -E 's/^lib([a-z]+).*/\1/')
-    echo "round $round of $rounds: system rows with $name preloaded" >&2
-    LD_PRELOAD="$path" "$bench" "${common[@]}" --benchmark_filter='^(pair|random)/system/' \
+    echo "round $round of $rounds: system and malloc rows with $name preloaded" >&2
+    LD_PRELOAD="$path" "$bench" "${common[@]}" --benchmark_filter='^(pair|random)/(system|malloc)/' \
       --benchmark_out="$out/bench_allocators.$name.$round.json" >"$out/bench_allocators.$name.$round.log" 2>&1
   done
 done
