@@ -81,7 +81,12 @@ void* HostUpstream::do_allocate(std::size_t bytes, std::size_t alignment) noexce
     const std::uintptr_t end = start + size + slack;
     if (end > tail) munmap(pointer_at(tail), end - tail);
     start = aligned;
-    if (populate_) madvise(pointer_at(start), size, MADV_WILLNEED);
+    // The over-mapping could not be populated up front (most of it was trimmed): remap the kept range
+    // in place with MAP_POPULATE, which faults every page in now.
+    if (populate_ && mmap(pointer_at(start), size, PROT_READ | PROT_WRITE, flags | MAP_FIXED | MAP_POPULATE, -1, 0) == MAP_FAILED) {
+      munmap(pointer_at(start), size);
+      return nullptr;
+    }
   }
   void* p = pointer_at(start);
   if (huge_pages_ == HugePages::kTransparent) madvise(p, size, MADV_HUGEPAGE);

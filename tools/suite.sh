@@ -2,7 +2,8 @@
 # tiermark's main job: installs what is missing, builds, runs the allocator benchmarks and prints a
 # comparison table. Every allocator runs in one process; the `system` rows run again in a process
 # of their own with each of jemalloc, tcmalloc and mimalloc preloaded (they replace malloc for the
-# whole process), as do the raw `malloc` baseline rows. Rounds interleave the processes so that drift on a shared machine spreads evenly.
+# whole process), as do the raw `malloc` baseline rows. Rounds interleave the processes so that
+# drift on a shared machine spreads evenly.
 # Results (Google Benchmark JSON per process and round, and the table) go to results/<stamp>/.
 #
 # Environment: TIERMARK_ROUNDS (default 3), TIERMARK_MIN_TIME seconds per row (default 0.1).
