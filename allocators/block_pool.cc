@@ -39,6 +39,24 @@ std::size_t BlockPool::release_all(Upstream& upstream) noexcept {
   return released;
 }
 
+void* grow_and_pop(BlockPool& pool, Upstream& upstream, StatsRecorder& stats) noexcept {
+  const std::size_t bytes = pool.grow(upstream);
+  if (bytes == 0) {
+    stats.on_failure();
+    return nullptr;
+  }
+  stats.on_reserve(bytes);
+  return pool.pop();
+}
+
+void release_if_unused(BlockPool& pool, Upstream& upstream, StatsRecorder& stats) noexcept {
+  if (pool.live_blocks() != 0) return;  // a chunk cannot go back while any block in it is live
+  const std::size_t chunks = pool.chunk_count();
+  const std::size_t chunk_bytes = pool.chunk_bytes();
+  pool.release_all(upstream);
+  for (std::size_t i = 0; i < chunks; ++i) stats.on_release(chunk_bytes);
+}
+
 std::string BlockPool::check_invariants(const std::string& owner) const {
   const std::size_t bytes = chunk_bytes();
   std::vector<std::uintptr_t> sorted = chunks_;

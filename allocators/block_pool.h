@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "allocators/allocator_stats.h"
 #include "allocators/upstream.h"
 
 namespace tiermark::detail {
@@ -85,5 +86,11 @@ class BlockPool {
   std::uint64_t carved_ = 0;
   std::vector<std::uintptr_t> chunks_;  // bases, in the order taken
 };
+
+// The two slow paths every allocator built on BlockPools shares, with their stats bookkeeping:
+// grow by one chunk and pop from it (nullptr, counted as a failure, when upstream refuses), and
+// return every chunk of a pool with no live block to upstream (trim).
+void* grow_and_pop(BlockPool& pool, Upstream& upstream, StatsRecorder& stats) noexcept;
+void release_if_unused(BlockPool& pool, Upstream& upstream, StatsRecorder& stats) noexcept;
 
 }  // namespace tiermark::detail

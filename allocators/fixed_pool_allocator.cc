@@ -37,23 +37,7 @@ FixedPoolAllocator::FixedPoolAllocator(const Options& options, Upstream& upstrea
 
 FixedPoolAllocator::~FixedPoolAllocator() { pool_.release_all(upstream_); }
 
-void* FixedPoolAllocator::grow_and_pop() noexcept {
-  const std::size_t bytes = pool_.grow(upstream_);
-  if (bytes == 0) {
-    stats_.on_failure();
-    return nullptr;
-  }
-  stats_.on_reserve(bytes);
-  return pool_.pop();
-}
-
-void FixedPoolAllocator::trim() {
-  if (pool_.live_blocks() != 0) return;  // chunks cannot be returned while any block in them is live
-  const std::size_t chunks = pool_.chunk_count();
-  const std::size_t chunk_bytes = pool_.chunk_bytes();
-  pool_.release_all(upstream_);
-  for (std::size_t i = 0; i < chunks; ++i) stats_.on_release(chunk_bytes);
-}
+void FixedPoolAllocator::trim() { detail::release_if_unused(pool_, upstream_, stats_); }
 
 std::string FixedPoolAllocator::check_invariants() const {
   if (std::string why = pool_.check_invariants("pool.fixed"); !why.empty()) return why;

@@ -33,7 +33,7 @@ class FixedPoolAllocator final {
     }
     void* p = pool_.pop();
     if (p == nullptr) [[unlikely]] {
-      p = grow_and_pop();
+      p = detail::grow_and_pop(pool_, upstream_, stats_);
       if (p == nullptr) return nullptr;
     }
     stats_.on_allocate(size, block_size_);
@@ -50,8 +50,6 @@ class FixedPoolAllocator final {
   void trim();
 
  private:
-  void* grow_and_pop() noexcept;
-
   Upstream& upstream_;
   std::size_t block_size_;
   std::size_t block_alignment_;

@@ -35,16 +35,6 @@ SizeClassPoolAllocator::~SizeClassPoolAllocator() {
   for (detail::BlockPool& pool : pools_) pool.release_all(upstream_);
 }
 
-void* SizeClassPoolAllocator::grow_and_pop(detail::BlockPool& pool) noexcept {
-  const std::size_t bytes = pool.grow(upstream_);
-  if (bytes == 0) {
-    stats_.on_failure();
-    return nullptr;
-  }
-  stats_.on_reserve(bytes);
-  return pool.pop();
-}
-
 void* SizeClassPoolAllocator::allocate_large(std::size_t size, std::size_t alignment) noexcept {
   const std::uint64_t bytes = align_up(size, kLargePage);
   void* p = bytes < size ? nullptr : upstream_.allocate(bytes, std::max(alignment, kLargePage));
@@ -77,13 +67,7 @@ AllocatorStats SizeClassPoolAllocator::stats() const {
 }
 
 void SizeClassPoolAllocator::trim() {
-  for (detail::BlockPool& pool : pools_) {
-    if (pool.live_blocks() != 0) continue;
-    const std::size_t chunks = pool.chunk_count();
-    const std::size_t chunk_bytes = pool.chunk_bytes();
-    pool.release_all(upstream_);
-    for (std::size_t i = 0; i < chunks; ++i) stats_.on_release(chunk_bytes);
-  }
+  for (detail::BlockPool& pool : pools_) detail::release_if_unused(pool, upstream_, stats_);
 }
 
 std::string SizeClassPoolAllocator::check_invariants() const {

@@ -54,7 +54,7 @@ class SizeClassPoolAllocator final {
     detail::BlockPool& pool = pools_[index];
     void* p = pool.pop();
     if (p == nullptr) [[unlikely]] {
-      p = grow_and_pop(pool);
+      p = detail::grow_and_pop(pool, upstream_, stats_);
       if (p == nullptr) return nullptr;
     }
     stats_.on_allocate(size, pool.block_size());
@@ -80,7 +80,6 @@ class SizeClassPoolAllocator final {
     while (alignment > 16 && index < pools_.size() && class_size(index) % alignment != 0) ++index;
     return index;
   }
-  void* grow_and_pop(detail::BlockPool& pool) noexcept;
   void* allocate_large(std::size_t size, std::size_t alignment) noexcept;
   void deallocate_large(void* p, std::size_t size, std::size_t alignment) noexcept;
 
