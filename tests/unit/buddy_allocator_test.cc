@@ -569,7 +569,9 @@ TEST(Buddy, EightyGiBDeviceKeepsMetadataSmall) {
   const std::uint64_t rss_after = testing::resident_bytes();
   const std::uint64_t growth = rss_after > rss_before ? rss_after - rss_before : 0;
   std::printf("  host memory growth for 80 GiB of arenas: %.1f MiB\n", static_cast<double>(growth) / MiB);
-  EXPECT_LT(growth, 256 * MiB);
+  if (testing::kResidentBoundsHold) {
+    EXPECT_LT(growth, 256 * MiB);
+  }
   for (void* p : blocks) a.deallocate(p, 8 * MiB, kDefaultAlignment, 0);
   a.trim();
   EXPECT_EQ(a.check_invariants(), "");

@@ -29,6 +29,20 @@ inline Built build(const std::string& allocator_spec, const std::string& memory_
   return built;
 }
 
+// ThreadSanitizer maps shadow memory for every byte the program writes, several times its size, so
+// a bound on this process's resident memory only holds in builds without it.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kResidentBoundsHold = false;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool kResidentBoundsHold = false;
+#else
+inline constexpr bool kResidentBoundsHold = true;
+#endif
+#else
+inline constexpr bool kResidentBoundsHold = true;
+#endif
+
 // Resident set size of this process in bytes (VmRSS in /proc/self/status).
 inline std::uint64_t resident_bytes() {
   std::ifstream status("/proc/self/status");
