@@ -129,7 +129,7 @@ std::uintptr_t CoalescingPoolAllocator::carve_aligned(detail::FreeBlock& block, 
   // The pad keeps the block's node; the tail, if any, gets a node of its own right after it.
   const std::uint64_t pad = start - block.address;
   const std::uint64_t tail = block.size - pad - bytes;
-  rekey_smaller(block, block.address, pad);
+  rekey(block, block.address, pad);
   if (tail != 0) {
     detail::FreeBlock* rest = nodes_.make(start + bytes, tail);  // capacity reserved by allocate_slow()
     by_address_.insert_before(std::next(by_address_.iterator_to(block)), *rest);

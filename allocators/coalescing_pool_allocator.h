@@ -169,43 +169,29 @@ class CoalescingPoolAllocator final {
       by_address_.erase(by_address_.iterator_to(block));
       nodes_.recycle(&block);
     } else {
-      rekey_smaller(block, address + bytes, block.size - bytes);
+      rekey(block, address + bytes, block.size - bytes);
     }
     return address;
   }
 
-  // Give `block` a smaller (size, address) key. Its place in the address tree never changes (callers only
-  // move an address within the gap between its neighbours); in the size tree it moves only when the
-  // predecessor now sorts after it, which a split of a big block rarely causes.
-  void rekey_smaller(detail::FreeBlock& block, std::uintptr_t address, std::uint64_t size) noexcept {
+  // Give `block` a new (size, address) key: smaller after a split, larger after absorbing a neighbour.
+  // Its place in the address tree never changes (callers only move an address within the gap between
+  // its neighbours); in the size tree it moves only when the neighbour on the side it moved towards now
+  // sorts past it, which is rare, so the common case is two stores.
+  void rekey(detail::FreeBlock& block, std::uintptr_t address, std::uint64_t size) noexcept {
     const auto it = by_size_.iterator_to(block);
-    if (it != by_size_.begin()) {
-      const auto before = std::prev(it);
-      if (!detail::size_address_less(before->size, before->address, size, address)) {
-        by_size_.erase(it);
-        block.address = address;
-        block.size = size;
-        by_size_.insert_equal(block);
-        return;
-      }
+    bool out_of_order;
+    if (detail::size_address_less(size, address, block.size, block.address)) {
+      out_of_order = it != by_size_.begin() &&
+                     !detail::size_address_less(std::prev(it)->size, std::prev(it)->address, size, address);
+    } else {
+      const auto after = std::next(it);
+      out_of_order = after != by_size_.end() && !detail::size_address_less(size, address, after->size, after->address);
     }
+    if (out_of_order) by_size_.erase(it);
     block.address = address;
     block.size = size;
-  }
-
-  // The same for a larger key (the block absorbed a neighbour).
-  void rekey_larger(detail::FreeBlock& block, std::uintptr_t address, std::uint64_t size) noexcept {
-    const auto it = by_size_.iterator_to(block);
-    const auto after = std::next(it);
-    if (after != by_size_.end() && !detail::size_address_less(size, address, after->size, after->address)) {
-      by_size_.erase(it);
-      block.address = address;
-      block.size = size;
-      by_size_.insert_equal(block);
-      return;
-    }
-    block.address = address;
-    block.size = size;
+    if (out_of_order) by_size_.insert_equal(block);
   }
 
   void free_block(std::uintptr_t start, std::uint64_t bytes) noexcept {
@@ -223,14 +209,14 @@ class CoalescingPoolAllocator final {
       by_address_.erase(next);
       by_size_.erase(by_size_.iterator_to(absorbed));
       nodes_.recycle(&absorbed);
-      rekey_larger(*previous, previous->address, total);
+      rekey(*previous, previous->address, total);
       merged = previous;
     } else if (merge_previous) {
-      rekey_larger(*previous, previous->address, previous->size + bytes);
+      rekey(*previous, previous->address, previous->size + bytes);
       merged = previous;
     } else if (merge_next) {
       merged = &*next;
-      rekey_larger(*merged, start, merged->size + bytes);
+      rekey(*merged, start, merged->size + bytes);
     } else {
       // Cannot fail: allocate() keeps node capacity >= live blocks + chunks >= the free blocks after this.
       merged = nodes_.make(start, bytes);
