@@ -14,6 +14,12 @@ ComponentInfo info_of() {
   return {T::kName, T::kDescription, T::option_specs()};
 }
 
+// Options for a spec already parsed and known to name `name`.
+Options options_of(const Spec& spec, std::span<const OptionSpec> declared) {
+  if (!spec.preset.empty()) throw InputError(spec.name + ": has no presets, but '/" + spec.preset + "' was given");
+  return Options(spec.name, declared, spec.settings);
+}
+
 std::string known_names(const std::vector<ComponentInfo>& catalog) {
   std::string names;
   for (const ComponentInfo& info : catalog) names += (names.empty() ? "" : ", ") + std::string(info.name);
@@ -33,8 +39,7 @@ std::vector<ComponentInfo> upstream_catalog() { return {info_of<HostUpstream>(),
 Options make_options(std::string_view spec_text, std::string_view name, std::span<const OptionSpec> declared) {
   const Spec spec = parse_spec(spec_text);
   if (spec.name != name) throw InputError("spec '" + std::string(spec_text) + "' does not name " + std::string(name));
-  if (!spec.preset.empty()) throw InputError(std::string(name) + ": has no presets, but '/" + spec.preset + "' was given");
-  return Options(spec.name, declared, spec.settings);
+  return options_of(spec, declared);
 }
 
 std::unique_ptr<Allocator> make_allocator(std::string_view spec_text, Upstream& upstream) {
@@ -42,7 +47,7 @@ std::unique_ptr<Allocator> make_allocator(std::string_view spec_text, Upstream& 
   std::unique_ptr<Allocator> made;
   AllAllocatorTypes::for_each([&]<class T>(std::type_identity<T>) {
     if (made == nullptr && spec.name == T::kName) {
-      made = std::make_unique<AllocatorAdapter<T>>(make_options(spec_text, T::kName, T::option_specs()), upstream);
+      made = std::make_unique<AllocatorAdapter<T>>(options_of(spec, T::option_specs()), upstream);
     }
   });
   if (made == nullptr) {
@@ -54,11 +59,11 @@ std::unique_ptr<Allocator> make_allocator(std::string_view spec_text, Upstream& 
 std::unique_ptr<Upstream> make_upstream(std::string_view spec_text) {
   const Spec spec = parse_spec(spec_text);
   if (spec.name == HostUpstream::kName) {
-    return std::make_unique<HostUpstream>(make_options(spec_text, HostUpstream::kName, HostUpstream::option_specs()));
+    return std::make_unique<HostUpstream>(options_of(spec, HostUpstream::option_specs()));
   }
   if (spec.name == SimulatedUpstream::kName) {
     return std::make_unique<SimulatedUpstream>(
-        make_options(spec_text, SimulatedUpstream::kName, SimulatedUpstream::option_specs()));
+        options_of(spec, SimulatedUpstream::option_specs()));
   }
   throw InputError("unknown memory source '" + spec.name + "' (known: " + known_names(upstream_catalog()) + ")");
 }

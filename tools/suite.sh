@@ -9,10 +9,18 @@
 # Environment: TIERMARK_ROUNDS (default 3), TIERMARK_MIN_TIME seconds per row (default 0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/build.sh >/dev/null
-
 rounds=${TIERMARK_ROUNDS:-3}
 min_time=${TIERMARK_MIN_TIME:-0.1}
+if ! [[ "$rounds" =~ ^[1-9][0-9]*$ ]]; then
+  echo "tiermark: TIERMARK_ROUNDS='$rounds': expected a positive whole number" >&2
+  exit 2
+fi
+if ! [[ "$min_time" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] || [[ "$min_time" =~ ^0*\.?0*$ ]]; then
+  echo "tiermark: TIERMARK_MIN_TIME='$min_time': expected a positive number of seconds" >&2
+  exit 2
+fi
+tools/build.sh >/dev/null
+
 stamp="$(date -u +%Y%m%dT%H%M%SZ)_$(hostname -s)_$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
 out="results/$stamp"
 mkdir -p "$out"
