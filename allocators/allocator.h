@@ -31,15 +31,10 @@
 
 #include "allocators/allocator_stats.h"
 #include "allocators/upstream.h"
+#include "common/allocation_request.h"
 #include "common/options.h"
 
 namespace tiermark {
-
-using StreamId = std::uint32_t;
-
-// The alignment a request gets when a trace or caller names none: what malloc guarantees on x86-64
-// (alignof(max_align_t) = 16).
-inline constexpr std::size_t kDefaultAlignment = 16;
 
 template <class A>
 concept AllocatorImpl = std::constructible_from<A, const Options&, Upstream&> &&

@@ -1,0 +1,2 @@
+// Placeholder until this test is written (traces issue).
+#include <gtest/gtest.h>
