@@ -4,13 +4,14 @@
 #include <vector>
 
 #include "allocators/registry.h"
+#include "workloads/workload_generator.h"
 
 namespace tiermark {
 namespace {
 
-nlohmann::ordered_json component_json(const ComponentInfo& info) {
+nlohmann::ordered_json options_json(std::span<const OptionSpec> specs) {
   nlohmann::ordered_json options = nlohmann::ordered_json::array();
-  for (const OptionSpec& option : info.options) {
+  for (const OptionSpec& option : specs) {
     nlohmann::ordered_json item = {
         {"name", option.name},
         {"type", std::string(option_type_name(option.type))},
@@ -20,18 +21,38 @@ nlohmann::ordered_json component_json(const ComponentInfo& info) {
     if (!option.choices.empty()) item["choices"] = option.choices;
     options.push_back(std::move(item));
   }
-  return {{"name", std::string(info.name)}, {"description", std::string(info.description)}, {"options", options}};
+  return options;
+}
+
+nlohmann::ordered_json component_json(const ComponentInfo& info) {
+  return {{"name", std::string(info.name)}, {"description", std::string(info.description)}, {"options", options_json(info.options)}};
+}
+
+nlohmann::ordered_json generator_json(const GeneratorInfo& info) {
+  nlohmann::ordered_json presets = nlohmann::ordered_json::array();
+  for (const WorkloadPreset& preset : info.presets) {
+    presets.push_back({{"name", std::string(preset.name)},
+                       {"description", std::string(preset.description)},
+                       {"settings", std::string(preset.settings)}});
+  }
+  return {{"name", std::string(info.name)},
+          {"description", std::string(info.description)},
+          {"presets", presets},
+          {"options", options_json(info.options)}};
+}
+
+void print_options(std::ostream& out, std::span<const OptionSpec> specs) {
+  for (const OptionSpec& option : specs) {
+    const std::string value = option.default_value.empty() ? "(unset)" : option.default_value;
+    out << "      " << option.name << "=" << value << "  [" << option_type_name(option.type) << "] " << option.description << "\n";
+  }
 }
 
 void print_components(std::ostream& out, const std::string& title, const std::vector<ComponentInfo>& catalog) {
   out << title << "\n";
   for (const ComponentInfo& info : catalog) {
     out << "  " << info.name << "  " << info.description << "\n";
-    for (const OptionSpec& option : info.options) {
-      const std::string value = option.default_value.empty() ? "(unset)" : option.default_value;
-      out << "      " << option.name << "=" << value << "  [" << option_type_name(option.type) << "] "
-          << option.description << "\n";
-    }
+    print_options(out, info.options);
   }
 }
 
@@ -43,6 +64,8 @@ nlohmann::ordered_json catalog_json() {
   for (const ComponentInfo& info : allocator_catalog()) out["allocators"].push_back(component_json(info));
   out["memory_sources"] = nlohmann::ordered_json::array();
   for (const ComponentInfo& info : upstream_catalog()) out["memory_sources"].push_back(component_json(info));
+  out["workloads"] = nlohmann::ordered_json::array();
+  for (const GeneratorInfo& info : generator_catalog()) out["workloads"].push_back(generator_json(info));
   return out;
 }
 
@@ -50,6 +73,14 @@ void print_catalog(std::ostream& out) {
   print_components(out, "Allocators (configure as NAME:key=value,...):", allocator_catalog());
   out << "\n";
   print_components(out, "Memory sources the allocators sit on:", upstream_catalog());
+  out << "\nWorkload generators (configure as NAME[/PRESET]:key=value,...; `tiermark trace gen SPEC -o FILE`):\n";
+  for (const GeneratorInfo& info : generator_catalog()) {
+    out << "  " << info.name << "  " << info.description << "\n";
+    for (const WorkloadPreset& preset : info.presets) {
+      out << "    preset " << info.name << "/" << preset.name << "  " << preset.description << "  (" << preset.settings << ")\n";
+    }
+    print_options(out, info.options);
+  }
 }
 
 }  // namespace tiermark

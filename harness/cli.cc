@@ -7,6 +7,7 @@
 
 #include "common/input_error.h"
 #include "harness/catalog_report.h"
+#include "harness/trace_command.h"
 
 namespace tiermark {
 namespace {
@@ -35,7 +36,7 @@ po::variables_map parse(const std::string& command, const po::options_descriptio
 
 int list_command(const std::vector<std::string>& args, std::ostream& out) {
   po::options_description options("tiermark list");
-  options.add_options()("json", "print JSON: {\"allocators\": [...], \"memory_sources\": [...]}")("help,h", "show this help");
+  options.add_options()("json", "print JSON: {\"allocators\": [...], \"memory_sources\": [...], \"workloads\": [...]}")("help,h", "show this help");
   const po::variables_map vm = parse("list", options, args);
   if (vm.count("help") != 0) {
     out << "usage: tiermark list [--json]\n" << options;
@@ -49,7 +50,8 @@ int list_command(const std::vector<std::string>& args, std::ostream& out) {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> kCommands = {
-      {"list", "list every allocator and memory source with its options and defaults", list_command},
+      {"list", "list every allocator, memory source and workload generator with its options and defaults", list_command},
+      {"trace", "generate (gen), convert and inspect (stats) allocation traces", trace_command},
   };
   return kCommands;
 }
