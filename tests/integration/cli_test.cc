@@ -1,39 +1,17 @@
 // The command-line contract: `tiermark list` and `tiermark list --json`, exit codes, and one clear
 // line for bad input. Runs the real binary (build/<preset>/tiermark) as a user would.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <algorithm>
-#include <array>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/integration/cli_runner.h"
+
 namespace {
 
-struct Result {
-  int exit_code;
-  std::string out;
-  std::string err;
-};
-
-Result run(const std::string& args) {
-  const std::string err_path = ::testing::TempDir() + "/tiermark_cli_stderr.txt";
-  const std::string command = std::string(TIERMARK_CLI_PATH) + " " + args + " 2>" + err_path;
-  Result result{-1, "", ""};
-  FILE* pipe = popen(command.c_str(), "r");
-  std::array<char, 4096> buffer{};
-  while (std::size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) result.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  if (FILE* err = fopen(err_path.c_str(), "r")) {
-    while (std::size_t n = fread(buffer.data(), 1, buffer.size(), err)) result.err.append(buffer.data(), n);
-    fclose(err);
-  }
-  return result;
-}
-
-int lines(const std::string& text) { return static_cast<int>(std::count(text.begin(), text.end(), '\n')); }
+using tiermark::testing::lines;
+using tiermark::testing::Result;
+using tiermark::testing::run;
 
 TEST(Cli, ListJsonNamesEveryAllocatorWithOptionsAndDefaults) {
   const Result r = run("list --json");
