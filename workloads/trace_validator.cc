@@ -1,12 +1,45 @@
 #include "workloads/trace_validator.h"
 
 #include <bit>
+#include <iterator>
 
 namespace tiermark {
 
 std::uint64_t TraceValidator::live_size(SlotId id) const {
   auto it = live_.find(id);
   return it == live_.end() ? 0 : it->second;
+}
+
+void TraceValidator::note_allocated(SlotId id) {
+  // The common case: the next sequential id extends the interval the previous one did.
+  if (last_interval_ != allocated_.end() && last_interval_->second + 1 == id && id != 0) {
+    last_interval_->second = id;
+    auto next = std::next(last_interval_);
+    if (next != allocated_.end() && next->first == id + 1) {
+      last_interval_->second = next->second;
+      allocated_.erase(next);
+    }
+    return;
+  }
+  if (was_allocated(id)) return;
+  auto next = allocated_.upper_bound(id);
+  auto it = next;
+  if (next != allocated_.begin() && std::prev(next)->second + 1 == id && id != 0) {
+    it = std::prev(next);
+    it->second = id;
+  } else {
+    it = allocated_.emplace_hint(next, id, id);
+  }
+  if (next != allocated_.end() && next->first == id + 1 && id != UINT64_MAX) {
+    it->second = next->second;
+    allocated_.erase(next);
+  }
+  last_interval_ = it;
+}
+
+bool TraceValidator::was_allocated(SlotId id) const {
+  auto next = allocated_.upper_bound(id);
+  return next != allocated_.begin() && std::prev(next)->second >= id;
 }
 
 std::string TraceValidator::check(const TraceEvent& event, TagId tag_count) {
@@ -25,17 +58,14 @@ std::string TraceValidator::check(const TraceEvent& event, TagId tag_count) {
       if (live_.contains(event.id)) return "id " + id + " is allocated again while live";
       if (live_bytes_ + event.size < live_bytes_) return "live bytes overflow 64 bits at id " + id;
       live_.emplace(event.id, event.size);
-      freed_.erase(event.id);
+      note_allocated(event.id);
       live_bytes_ += event.size;
       break;
     }
     case EventKind::kFree: {
       auto it = live_.find(event.id);
       if (it == live_.end()) {
-        auto freed = freed_.find(event.id);
-        if (freed != freed_.end()) {
-          return "double free of id " + id + " (already freed by event " + std::to_string(freed->second + 1) + ")";
-        }
+        if (was_allocated(event.id)) return "double free of id " + id + " (it is no longer live)";
         return "free of id " + id + ", which was never allocated";
       }
       if (event.size != 0 && event.size != it->second) {
@@ -44,7 +74,6 @@ std::string TraceValidator::check(const TraceEvent& event, TagId tag_count) {
       }
       live_bytes_ -= it->second;
       live_.erase(it);
-      freed_.emplace(event.id, events_);
       break;
     }
     case EventKind::kPhase:

@@ -1,9 +1,11 @@
 // TraceValidator: checks the invariants of trace_event.h one event at a time, keeping only the live
-// ids (with their sizes) and the ids already freed, so a trace of any length is checked in memory
-// proportional to its distinct ids. Every trace that enters tiermark passes through it (pump()).
+// ids (with their sizes) and the set of ids ever allocated as merged intervals (one interval for the
+// sequential ids generators and importers hand out), so a trace of any length is checked in memory
+// proportional to its live blocks. Every trace that enters tiermark passes through it (pump()).
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <unordered_map>
 
@@ -25,8 +27,13 @@ class TraceValidator {
   std::uint64_t live_size(SlotId id) const;
 
  private:
-  std::unordered_map<SlotId, std::uint64_t> live_;    // id -> size
-  std::unordered_map<SlotId, std::uint64_t> freed_;   // id -> index of the event that freed it
+  // Adds `id` to allocated_, merging with neighbouring intervals.
+  void note_allocated(SlotId id);
+  bool was_allocated(SlotId id) const;
+
+  std::unordered_map<SlotId, std::uint64_t> live_;  // id -> size
+  std::map<SlotId, SlotId> allocated_;              // [first, last] intervals of ids ever allocated
+  std::map<SlotId, SlotId>::iterator last_interval_ = allocated_.end();
   std::uint64_t live_bytes_ = 0;
   std::uint64_t events_ = 0;
 };

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "workloads/rmm_log.h"
 #include "workloads/trace_recorder.h"
 #include "workloads/trace_stats.h"
+#include "workloads/trace_validator.h"
 
 namespace tiermark {
 namespace {
@@ -239,7 +241,7 @@ struct BadCsv {
 TEST(CsvTrace, EveryBadInputIsOneLineNamingTheLine) {
   const std::vector<BadCsv> cases = {
       {"free,3,,\n", "t.csv: line 2: free of id 3, which was never allocated"},
-      {"alloc,1,8,\nfree,1,,\nfree,1,,\n", "t.csv: line 4: double free of id 1 (already freed by event 2)"},
+      {"alloc,1,8,\nfree,1,,\nfree,1,,\n", "t.csv: line 4: double free of id 1 (it is no longer live)"},
       {"alloc,1,8,\nalloc,1,8,\n", "t.csv: line 3: id 1 is allocated again while live"},
       {"alloc,1,0,\n", "t.csv: line 2: alloc of id 1 has size 0"},
       {"alloc,1,-5,\n", "t.csv: line 2: size '-5' is negative"},
@@ -264,6 +266,31 @@ TEST(CsvTrace, EveryBadInputIsOneLineNamingTheLine) {
             "t.csv: line 1: bad header: unknown column 'colour' (known: op,id,size,align,stream,thread,tag)");
   EXPECT_EQ(input_error([&] { read_csv("op,id,size,tag\nphase,,,\n"); }), "t.csv: line 2: phase without a name in the tag column");
   EXPECT_EQ(input_error([&] { read_csv("op,id,size,tag\nalloc,1,8,\"open\n"); }), "t.csv: line 2: broken quotes");
+}
+
+TEST(TraceValidator, TellsDoubleFreesFromNeverAllocatedIdsLikeAModel) {
+  // Ids in runs and at random, so the interval set merges, splits nothing and extends both ways.
+  std::mt19937_64 rng(5);
+  TraceValidator validator;
+  std::set<SlotId> ever, live;
+  for (int i = 0; i < 20000; ++i) {
+    const SlotId id = rng() % 3 == 0 ? rng() % 4000 : (i / 2) % 4000;
+    const bool alloc = rng() % 2 == 0;
+    const TraceEvent event{alloc ? EventKind::kAlloc : EventKind::kFree, id, alloc ? 8u : 0u, 16, 0, 0, kNoTag};
+    const std::string problem = validator.check(event, 1);
+    if (alloc) {
+      EXPECT_EQ(problem.empty(), !live.contains(id)) << problem;
+      if (problem.empty()) ever.insert(id), live.insert(id);
+    } else if (live.contains(id)) {
+      EXPECT_EQ(problem, "");
+      live.erase(id);
+    } else if (ever.contains(id)) {
+      EXPECT_EQ(problem, "double free of id " + std::to_string(id) + " (it is no longer live)");
+    } else {
+      EXPECT_EQ(problem, "free of id " + std::to_string(id) + ", which was never allocated");
+    }
+  }
+  EXPECT_EQ(validator.live_blocks(), live.size());
 }
 
 TEST(RmmLog, ImportsAllocationsFreesFailuresThreadsAndStreams) {
