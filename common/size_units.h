@@ -17,4 +17,7 @@ std::optional<std::uint64_t> parse_size(std::string_view text);
 // 1000 -> "1000B". parse_size(format_size(n)) == n for every n.
 std::string format_size(std::uint64_t bytes);
 
+// Three significant digits for people reading a report: 3090289808 -> "2.88 GiB", 512 -> "512 B".
+std::string format_size_approx(std::uint64_t bytes);
+
 }  // namespace tiermark

@@ -49,7 +49,7 @@ nlohmann::ordered_json trace_stats_json(const TraceStats& stats, const std::stri
 }
 
 void print_trace_stats(std::ostream& out, const nlohmann::ordered_json& report) {
-  auto bytes = [](const nlohmann::ordered_json& v) { return format_size(v.get<std::uint64_t>()); };
+  auto bytes = [](const nlohmann::ordered_json& v) { return format_size_approx(v.get<std::uint64_t>()); };
   out << report["file"].get<std::string>() << "\n";
   for (const auto& [key, value] : report["metadata"].items()) out << "  " << key << ": " << value.get<std::string>() << "\n";
   out << "  events " << report["events"] << " (" << report["allocs"] << " allocs, " << report["frees"] << " frees, "

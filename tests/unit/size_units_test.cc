@@ -34,5 +34,14 @@ TEST(SizeUnits, FormatRoundTrips) {
   }
 }
 
+TEST(SizeUnits, ApproximateFormKeepsThreeSignificantDigits) {
+  EXPECT_EQ(format_size_approx(512), "512 B");
+  EXPECT_EQ(format_size_approx(1536), "1.50 KiB");
+  EXPECT_EQ(format_size_approx(3090289808ull), "2.88 GiB");
+  EXPECT_EQ(format_size_approx(80ull << 30), "80.0 GiB");
+  EXPECT_EQ(format_size_approx(300ull << 20), "300 MiB");
+  EXPECT_EQ(format_size_approx(18446744073709551615ull), "16.0 EiB");
+}
+
 }  // namespace
 }  // namespace tiermark
