@@ -73,7 +73,9 @@ Options::Options(std::string owner, std::span<const OptionSpec> specs,
                  const std::vector<std::pair<std::string, std::string>>& settings)
     : owner_(std::move(owner)) {
   for (const OptionSpec& spec : specs) values_.push_back({&spec, spec.default_value});
-  for (const auto& [key, text] : settings) {
+  for (const auto& setting : settings) {
+    const std::string& key = setting.first;  // a named variable: clang 14 cannot capture a structured binding
+    const std::string& text = setting.second;
     auto it = std::find_if(values_.begin(), values_.end(), [&](const Value& v) { return v.spec->name == key; });
     if (it == values_.end()) {
       std::string known;
