@@ -131,11 +131,43 @@ void BinaryTraceWriter::put_tag(TagId source_tag) {
   if (define) file_tag = file_tag_[source_tag] = file_tags_++;
   put_zigzag(static_cast<std::int64_t>(file_tag) - static_cast<std::int64_t>(state_.last_tag));
   state_.last_tag = file_tag;
-  if (define) {
-    const std::string_view name = tags_->name(source_tag);
-    put_varint(name.size());
-    record_ += name;
+  if (define) put_tag_definition(tags_->name(source_tag));
+}
+
+void BinaryTraceWriter::put_tag_definition(std::string_view name) {
+  std::vector<std::string_view> parts;
+  for (std::size_t start = 0;;) {
+    const std::size_t dot = name.find('.', start);
+    parts.push_back(name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
   }
+  std::vector<std::uint32_t> ids;
+  std::size_t shared = 0;
+  for (std::string_view part : parts) {
+    auto it = component_ids_.find(std::string(part));
+    const bool known = it != component_ids_.end();
+    if (ids.size() == shared && shared < last_definition_.size() && known && it->second == last_definition_[shared]) ++shared;
+    ids.push_back(known ? it->second : UINT32_MAX);
+  }
+  put_varint(shared);
+  put_varint(parts.size() - shared);
+  for (std::size_t i = shared; i < parts.size(); ++i) {
+    if (ids[i] == UINT32_MAX) {
+      // A new component: its id is the next one, then its spelling. (A part repeated within this
+      // one name is new only at its first occurrence.)
+      auto [it, inserted] = component_ids_.try_emplace(std::string(parts[i]), static_cast<std::uint32_t>(component_ids_.size()));
+      ids[i] = it->second;
+      put_varint(ids[i]);
+      if (inserted) {
+        put_varint(parts[i].size());
+        record_ += parts[i];
+      }
+    } else {
+      put_varint(ids[i]);
+    }
+  }
+  last_definition_ = std::move(ids);
 }
 
 void BinaryTraceWriter::put_context(const TraceEvent& event) {
@@ -259,14 +291,38 @@ TagId BinaryTraceReader::tag_delta() {
   const std::int64_t tag = static_cast<std::int64_t>(state_.last_tag) + zigzag();
   if (tag < 0 || tag > static_cast<std::int64_t>(tags_.size())) fail("corrupt tag reference " + std::to_string(tag));
   if (tag == static_cast<std::int64_t>(tags_.size())) {
-    const std::uint64_t length = varint();
-    if (length == 0 || length > kMaxTagLength) fail("corrupt tag definition (length " + std::to_string(length) + ")");
-    std::string name(length, '\0');
-    for (char& c : name) c = static_cast<char>(byte());
+    const std::string name = tag_definition();
     if (tags_.intern(name) != static_cast<TagId>(tag)) fail("corrupt tag definition: '" + name + "' is defined twice");
   }
   state_.last_tag = static_cast<TagId>(tag);
   return state_.last_tag;
+}
+
+std::string BinaryTraceReader::tag_definition() {
+  const std::uint64_t shared = varint();
+  if (shared > last_definition_.size()) fail("corrupt tag definition (shares " + std::to_string(shared) + " components)");
+  const std::uint64_t count = varint();
+  if (shared + count == 0 || count > kMaxTagLength) fail("corrupt tag definition (" + std::to_string(count) + " components)");
+  last_definition_.resize(shared);
+  std::string name;
+  for (std::uint64_t i = 0; i < shared + count; ++i) {
+    if (i >= shared) {
+      const std::uint64_t id = varint();
+      if (id > components_.size()) fail("corrupt tag component reference " + std::to_string(id));
+      if (id == components_.size()) {
+        const std::uint64_t length = varint();
+        if (length > kMaxTagLength) fail("corrupt tag component (length " + std::to_string(length) + ")");
+        std::string part(length, '\0');
+        for (char& c : part) c = static_cast<char>(byte());
+        components_.push_back(std::move(part));
+      }
+      last_definition_.push_back(static_cast<std::uint32_t>(id));
+    }
+    if (i != 0) name += '.';
+    name += components_[last_definition_[i]];
+    if (name.size() > kMaxTagLength) fail("corrupt tag definition (name longer than 1MiB)");
+  }
+  return name;
 }
 
 void BinaryTraceReader::read_context() {

@@ -2,7 +2,9 @@
 // header with the metadata, then one record per event: a header byte, then zigzag varint deltas
 // against the previous alloc id, free id and tag, with a 14-entry move-to-front cache of recent sizes
 // and a context register (alignment, stream, thread) written only when it changes. Tags are defined
-// inline at their first use, so both ends stream in memory bounded by the tag table. An end record
+// inline at their first use, as dot-separated components (`layer3` `attn` `scores`) sharing a prefix
+// with the tag defined before, each component spelled once; so both ends stream in memory bounded by
+// the tag table, and the hundreds of per-layer tag names of a model cost a few bytes each. An end record
 // carries the event count and a CRC-32 of every byte before it, so truncation and corruption are
 // caught, at the byte offset where they show.
 #pragma once
@@ -10,6 +12,7 @@
 #include <array>
 #include <cstdint>
 #include <istream>
+#include <unordered_map>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -58,6 +61,7 @@ class BinaryTraceReader final : public TraceSource {
   std::uint64_t varint();
   std::int64_t zigzag() ;
   TagId tag_delta();
+  std::string tag_definition();
   void read_context();
   [[noreturn]] void fail(const std::string& problem) const;
 
@@ -66,6 +70,8 @@ class BinaryTraceReader final : public TraceSource {
   TraceMetadata metadata_;
   TagTable tags_;
   detail::BinaryTraceState state_;
+  std::vector<std::string> components_;             // tag name components by id
+  std::vector<std::uint32_t> last_definition_;      // component ids of the tag defined last
   std::uint32_t crc_ = 0;
   std::uint64_t offset_ = 0;         // bytes consumed
   std::uint64_t record_offset_ = 0;  // where the current record starts
@@ -90,6 +96,7 @@ class BinaryTraceWriter final : public TraceSink {
   void put_varint(std::uint64_t value);
   void put_zigzag(std::int64_t value);
   void put_tag(TagId source_tag);
+  void put_tag_definition(std::string_view name);
   void put_context(const TraceEvent& event);
   void flush_record();
 
@@ -97,6 +104,8 @@ class BinaryTraceWriter final : public TraceSink {
   const TagTable* tags_ = nullptr;
   std::vector<TagId> file_tag_;  // source tag id -> file tag id (first-use order), 0 = not yet defined
   TagId file_tags_ = 1;          // file tag ids handed out; 0 is the empty tag
+  std::unordered_map<std::string, std::uint32_t> component_ids_;
+  std::vector<std::uint32_t> last_definition_;
   detail::BinaryTraceState state_;
   std::string record_;
   std::uint32_t crc_ = 0;

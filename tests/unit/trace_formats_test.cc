@@ -101,7 +101,10 @@ Trace random_trace(std::uint64_t seed, int events) {
   Trace trace;
   trace.metadata.set("generator", "random");
   trace.metadata.set("seed", std::to_string(seed));
-  trace.tag_names = {"", "layer0.attn.q", "adam.exp_avg", "kv.req42", "with,comma", "quote\"d", "step"};
+  // Tag names also probe the component coding of .tmt: empty components, a lone dot, a component
+  // repeated within a name, a name that is a prefix of another.
+  trace.tag_names = {"", "layer0.attn.q", "adam.exp_avg", "kv.req42", "with,comma", "quote\"d", "step",
+                     "a..b", ".", "a.b.a", "layer0.attn", "layer0.attn.q.grad", "adam.", ".adam"};
   std::vector<std::pair<SlotId, std::uint64_t>> live;
   SlotId next_id = 0;
   const std::uint64_t common_sizes[] = {512, 4096, 1 << 20, 3 << 20, 8519680};
