@@ -17,7 +17,15 @@ using tiermark::testing::lines;
 using tiermark::testing::Result;
 using tiermark::testing::run;
 
-std::string temp(const std::string& name) { return ::testing::TempDir() + "/trace_cli_" + name; }
+// A directory of this test's own, so that the check for left-over temporary files sees only ours.
+std::string temp(const std::string& name) {
+  static const std::string dir = [] {
+    const std::string path = ::testing::TempDir() + "/trace_cli_test";
+    std::filesystem::create_directories(path);
+    return path;
+  }();
+  return dir + "/" + name;
+}
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -113,7 +121,7 @@ TEST(TraceCli, BadInputIsOneLineExitTwoAndKeepsExistingOutput) {
     EXPECT_EQ(r.exit_code, 2);
     EXPECT_NE(r.err.find("truncated file"), std::string::npos) << r.err;
   }
-  for (const auto& entry : std::filesystem::directory_iterator(::testing::TempDir())) {
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(keep).parent_path())) {
     EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << "temporary file left behind: " << entry.path();
   }
 }
