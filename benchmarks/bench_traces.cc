@@ -33,32 +33,9 @@ class NullSink final : public TraceSink {
   void end() override {}
 };
 
-// Replays a recorded trace as a source, so writers are timed without the generator.
-class RecordedSource final : public TraceSource {
- public:
-  explicit RecordedSource(const TraceRecorder& trace) : trace_(trace) {
-    for (std::size_t i = 1; i < trace.tag_names().size(); ++i) tags_.intern(trace.tag_names()[i]);
-  }
-  const TraceMetadata& metadata() const override { return trace_.metadata(); }
-  const TagTable& tags() const override { return tags_; }
-  bool next(TraceEvent& event) override {
-    if (index_ == trace_.events().size()) return false;
-    event = trace_.events()[index_++];
-    return true;
-  }
-  std::string position() const override { return "event " + std::to_string(index_); }
-  const std::string& source_name() const override { return name_; }
-
- private:
-  const TraceRecorder& trace_;
-  TagTable tags_;
-  std::size_t index_ = 0;
-  std::string name_ = "recorded";
-};
-
 template <class Writer>
 std::string encode(const TraceRecorder& trace) {
-  RecordedSource source(trace);
+  RecordedTraceSource source(trace);
   std::ostringstream out;
   Writer writer(out);
   pump(source, writer);

@@ -19,43 +19,15 @@
 namespace tiermark {
 namespace {
 
-// A trace held as plain data, with a source that replays it (tag ids index `tags`).
-struct Trace {
-  TraceMetadata metadata;
-  std::vector<std::string> tag_names;
-  std::vector<TraceEvent> events;
-};
-
-class VectorSource final : public TraceSource {
- public:
-  explicit VectorSource(const Trace& trace) : trace_(trace) {
-    for (std::size_t i = 1; i < trace.tag_names.size(); ++i) tags_.intern(trace.tag_names[i]);
-  }
-  const TraceMetadata& metadata() const override { return trace_.metadata; }
-  const TagTable& tags() const override { return tags_; }
-  bool next(TraceEvent& event) override {
-    if (index_ == trace_.events.size()) return false;
-    event = trace_.events[index_++];
-    return true;
-  }
-  std::string position() const override { return "event " + std::to_string(index_); }
-  const std::string& source_name() const override { return name_; }
-
- private:
-  const Trace& trace_;
-  TagTable tags_;
-  std::size_t index_ = 0;
-  std::string name_ = "vector";
-};
-
-Trace recorded(const TraceRecorder& recorder) { return {recorder.metadata(), recorder.tag_names(), recorder.events()}; }
+// A trace held in memory; tag ids index its tag_names().
+using Trace = TraceRecorder;
 
 Trace read_csv(const std::string& text) {
   std::istringstream in(text);
   CsvTraceReader reader(in, "t.csv");
   TraceRecorder recorder;
   pump(reader, recorder);
-  return recorded(recorder);
+  return recorder;
 }
 
 Trace read_binary(const std::string& bytes) {
@@ -63,11 +35,11 @@ Trace read_binary(const std::string& bytes) {
   BinaryTraceReader reader(in, "t.tmt");
   TraceRecorder recorder;
   pump(reader, recorder);
-  return recorded(recorder);
+  return recorder;
 }
 
 std::string write_csv(const Trace& trace) {
-  VectorSource source(trace);
+  RecordedTraceSource source(trace);
   std::ostringstream out;
   CsvTraceWriter writer(out);
   pump(source, writer);
@@ -75,7 +47,7 @@ std::string write_csv(const Trace& trace) {
 }
 
 std::string write_binary(const Trace& trace) {
-  VectorSource source(trace);
+  RecordedTraceSource source(trace);
   std::ostringstream out;
   BinaryTraceWriter writer(out);
   pump(source, writer);
@@ -84,11 +56,11 @@ std::string write_binary(const Trace& trace) {
 
 // Events equal with tags compared by name (tag ids may be renumbered by a format).
 void expect_same_trace(const Trace& a, const Trace& b) {
-  EXPECT_EQ(a.metadata.items(), b.metadata.items());
-  ASSERT_EQ(a.events.size(), b.events.size());
-  for (std::size_t i = 0; i < a.events.size(); ++i) {
-    TraceEvent x = a.events[i], y = b.events[i];
-    ASSERT_EQ(a.tag_names[x.tag], b.tag_names[y.tag]) << "event " << i;
+  EXPECT_EQ(a.metadata().items(), b.metadata().items());
+  ASSERT_EQ(a.events().size(), b.events().size());
+  for (std::size_t i = 0; i < a.events().size(); ++i) {
+    TraceEvent x = a.events()[i], y = b.events()[i];
+    ASSERT_EQ(a.tag(x), b.tag(y)) << "event " << i;
     x.tag = y.tag = 0;
     ASSERT_EQ(x, y) << "event " << i;
   }
@@ -96,19 +68,20 @@ void expect_same_trace(const Trace& a, const Trace& b) {
 
 // A valid random trace exercising every field: sequential and scattered ids, repeated and fresh
 // sizes, alignments, streams, threads, tags, frees with and without sizes, phases and counters.
-Trace random_trace(std::uint64_t seed, int events) {
+Trace random_trace(std::uint64_t seed, int count) {
   std::mt19937_64 rng(seed);
-  Trace trace;
-  trace.metadata.set("generator", "random");
-  trace.metadata.set("seed", std::to_string(seed));
+  TraceMetadata metadata;
+  metadata.set("generator", "random");
+  metadata.set("seed", std::to_string(seed));
   // Tag names also probe the component coding of .tmt: empty components, a lone dot, a component
   // repeated within a name, a name that is a prefix of another.
-  trace.tag_names = {"", "layer0.attn.q", "adam.exp_avg", "kv.req42", "with,comma", "quote\"d", "step",
+  const std::vector<std::string> tag_names = {"", "layer0.attn.q", "adam.exp_avg", "kv.req42", "with,comma", "quote\"d", "step",
                      "a..b", ".", "a.b.a", "layer0.attn", "layer0.attn.q.grad", "adam.", ".adam"};
+  std::vector<TraceEvent> events;
   std::vector<std::pair<SlotId, std::uint64_t>> live;
   SlotId next_id = 0;
   const std::uint64_t common_sizes[] = {512, 4096, 1 << 20, 3 << 20, 8519680};
-  for (int i = 0; i < events; ++i) {
+  for (int i = 0; i < count; ++i) {
     const unsigned r = rng() % 100;
     TraceEvent e;
     if (r < 3) {
@@ -126,7 +99,7 @@ Trace random_trace(std::uint64_t seed, int events) {
       e.alignment = rng() % 8 == 0 ? std::uint64_t{1} << (rng() % 31) : kDefaultAlignment;
       e.stream = rng() % 10 == 0 ? static_cast<StreamId>(rng() % 4) : 0;
       e.thread = rng() % 10 == 0 ? static_cast<ThreadId>(rng()) : 0;
-      e.tag = static_cast<TagId>(rng() % trace.tag_names.size());
+      e.tag = static_cast<TagId>(rng() % tag_names.size());
       if (e.tag == 6) e.tag = 0;
       live.emplace_back(e.id, e.size);
     } else {
@@ -138,9 +111,9 @@ Trace random_trace(std::uint64_t seed, int events) {
       e.stream = rng() % 10 == 0 ? 2 : 0;
       live.erase(live.begin() + static_cast<std::ptrdiff_t>(pick));
     }
-    trace.events.push_back(e);
+    events.push_back(e);
   }
-  return trace;
+  return Trace(metadata, tag_names, events);
 }
 
 // The message of the InputError `action` throws; fails the test when it throws none.
@@ -158,18 +131,18 @@ std::string input_error(F action) {
 TEST(CsvTrace, ReadsMinimalColumnsMetadataCommentsQuotesAndCrlf) {
   const Trace trace = read_csv(
       "#meta generator=hand\r\n# a comment\n\nop,id,size\nalloc,7,100\n# mid comment\nfree,7,\n");
-  EXPECT_EQ(trace.metadata.get("generator"), "hand");
-  ASSERT_EQ(trace.events.size(), 2u);
-  EXPECT_EQ(trace.events[0], (TraceEvent{EventKind::kAlloc, 7, 100, kDefaultAlignment, 0, 0, kNoTag}));
-  EXPECT_EQ(trace.events[1], (TraceEvent{EventKind::kFree, 7, 0, kDefaultAlignment, 0, 0, kNoTag}));
+  EXPECT_EQ(trace.metadata().get("generator"), "hand");
+  ASSERT_EQ(trace.events().size(), 2u);
+  EXPECT_EQ(trace.events()[0], (TraceEvent{EventKind::kAlloc, 7, 100, kDefaultAlignment, 0, 0, kNoTag}));
+  EXPECT_EQ(trace.events()[1], (TraceEvent{EventKind::kFree, 7, 0, kDefaultAlignment, 0, 0, kNoTag}));
 
   const Trace full = read_csv("op,id,size,tag,thread,stream,align\nalloc,1,64,\"a,\"\"b\"\"\",3,2,4096\nfree,1,64,,3,,\n");
-  ASSERT_EQ(full.events.size(), 2u);
-  EXPECT_EQ(full.events[0].alignment, 4096u);
-  EXPECT_EQ(full.events[0].stream, 2u);
-  EXPECT_EQ(full.events[0].thread, 3u);
-  EXPECT_EQ(full.tag_names[full.events[0].tag], "a,\"b\"");
-  EXPECT_EQ(full.events[1].size, 64u);
+  ASSERT_EQ(full.events().size(), 2u);
+  EXPECT_EQ(full.events()[0].alignment, 4096u);
+  EXPECT_EQ(full.events()[0].stream, 2u);
+  EXPECT_EQ(full.events()[0].thread, 3u);
+  EXPECT_EQ(full.tag(full.events()[0]), "a,\"b\"");
+  EXPECT_EQ(full.events()[1].size, 64u);
 }
 
 TEST(CsvTrace, RoundTripIsExactAndStable) {
@@ -194,10 +167,10 @@ TEST(BinaryTrace, RoundTripIsExact) {
 }
 
 TEST(BinaryTrace, SequentialAllocsAndLifoFreesCostAboutTwoBytesAndOne) {
-  Trace trace;
-  trace.tag_names = {"", "x", "y"};
-  for (SlotId id = 0; id < 1000; ++id) trace.events.push_back({EventKind::kAlloc, id, id % 2 == 0 ? 4096u : 512u, 16, 0, 0, TagId(1 + id % 2)});
-  for (SlotId id = 1000; id-- > 0;) trace.events.push_back({EventKind::kFree, id, 0, 16, 0, 0, kNoTag});
+  std::vector<TraceEvent> events;
+  for (SlotId id = 0; id < 1000; ++id) events.push_back({EventKind::kAlloc, id, id % 2 == 0 ? 4096u : 512u, 16, 0, 0, TagId(1 + id % 2)});
+  for (SlotId id = 1000; id-- > 0;) events.push_back({EventKind::kFree, id, 0, 16, 0, 0, kNoTag});
+  const Trace trace({}, {"", "x", "y"}, events);
   const std::string bytes = write_binary(trace);
   // 2 bytes per alloc (header, tag delta), 1 per free, plus a header and end record of tens of bytes.
   EXPECT_LE(bytes.size(), 3000u + 64u);
@@ -353,7 +326,7 @@ TEST(TraceStats, CountsPeaksLifetimesSizesAndTagsExactly) {
       "free,1,,\n"          // 7: lifetime 6
       "counter,,7,c\n"      // 8
       "counter,,3,c\n");    // 9; id 2 stays live
-  VectorSource source(trace);
+  RecordedTraceSource source(trace);
   TraceStats stats;
   pump(source, stats);
   EXPECT_EQ(stats.events, 10u);
