@@ -1,11 +1,20 @@
 #include "harness/trace_command.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <boost/program_options.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <iomanip>
 
 #include "common/input_error.h"
+#include "common/size_units.h"
 #include "harness/atomic_file.h"
 #include "harness/cli.h"
 #include "harness/trace_files.h"
@@ -117,22 +126,108 @@ int stats(const std::vector<std::string>& args, std::ostream& out) {
   return kExitOk;
 }
 
+// libtiermark_capture.so: --lib, else $TIERMARK_CAPTURE_LIB, else next to this executable, where
+// the build puts both.
+std::string capture_library(const po::variables_map& vm) {
+  std::string path;
+  if (vm.count("lib") != 0) {
+    path = vm["lib"].as<std::string>();
+  } else if (const char* env = std::getenv("TIERMARK_CAPTURE_LIB"); env != nullptr && *env != '\0') {
+    path = env;
+  } else {
+    std::error_code error;
+    const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+    path = (self.parent_path() / "libtiermark_capture.so").string();
+  }
+  if (!std::filesystem::is_regular_file(path)) {
+    throw InputError("trace capture: " + path + ": capture library not found (build the tiermark_capture target, or pass --lib)");
+  }
+  return std::filesystem::absolute(path).string();
+}
+
+// Runs `command` with the capture library preloaded; returns its exit status as a shell reports it
+// (128 + signal number when a signal ended it).
+int run_captured(const std::vector<std::string>& command, const std::string& library, const std::string& output) {
+  const pid_t child = ::fork();
+  if (child < 0) throw std::runtime_error(std::string("fork failed: ") + std::strerror(errno));
+  if (child == 0) {
+    const char* preload = std::getenv("LD_PRELOAD");
+    const std::string preloads = preload != nullptr && *preload != '\0' ? library + ":" + preload : library;
+    ::setenv("LD_PRELOAD", preloads.c_str(), 1);
+    ::setenv("TIERMARK_CAPTURE_OUTPUT", output.c_str(), 1);
+    ::unsetenv("TIERMARK_CAPTURE_ROOT_PID");  // the command is the root process of this capture
+    std::vector<char*> argv;
+    for (const std::string& arg : command) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr, "tiermark: trace capture: cannot run '%s': %s\n", argv[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0) {
+    if (errno != EINTR) throw std::runtime_error(std::string("waitpid failed: ") + std::strerror(errno));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int capture(const std::vector<std::string>& args, std::ostream& out) {
+  // Everything after `--` is the command, passed through untouched.
+  const auto separator = std::find(args.begin(), args.end(), "--");
+  const std::vector<std::string> own(args.begin(), separator);
+  const std::vector<std::string> command(separator == args.end() ? args.end() : separator + 1, args.end());
+  po::options_description options("tiermark trace capture -o FILE.tmt [--lib PATH] -- COMMAND [ARGS...]");
+  options.add_options()("output,o", po::value<std::string>()->required(), "the trace of COMMAND's process (.tmt); its child processes write FILE.tmt.<pid>")(
+      "lib", po::value<std::string>(), "libtiermark_capture.so to preload (default: $TIERMARK_CAPTURE_LIB, else next to tiermark)")(
+      "help,h", "show this help");
+  const po::variables_map vm = parse("trace capture", options, po::positional_options_description(), own);
+  if (vm.count("help") != 0) {
+    out << "usage: tiermark trace capture -o FILE.tmt [--lib PATH] -- COMMAND [ARGS...]\n"
+        << "Runs COMMAND with every malloc, free and new/delete recorded (docs/capture.md); exits with COMMAND's status.\n"
+        << options;
+    return kExitOk;
+  }
+  if (command.empty()) throw InputError("trace capture: no command (put it after --: tiermark trace capture -o out.tmt -- ./app)");
+  const std::string output = vm["output"].as<std::string>();
+  if (output.size() < 4 || output.substr(output.size() - 4) != ".tmt") {
+    throw InputError("trace capture: " + output + ": the capture writes the binary format; name the output .tmt (convert it afterwards)");
+  }
+  const std::string library = capture_library(vm);
+  const std::string absolute_output = std::filesystem::absolute(output).string();
+  std::error_code ignored;
+  std::filesystem::remove(absolute_output, ignored);  // so a command that never exits normally leaves no stale trace
+  const int status = run_captured(command, library, absolute_output);
+  if (!std::filesystem::exists(absolute_output)) {
+    if (status == 127) return status;  // the command could not be run; the child said why
+    throw std::runtime_error("no trace written to " + output + " (command exit status " + std::to_string(status) +
+                             "; a process ended by a signal, _exit or exec writes none: see docs/capture.md)");
+  }
+  TraceFile trace(absolute_output);
+  TraceStats stats;
+  pump(trace.source(), stats);
+  out << "trace capture: " << command.front() << " exited with status " << status << "; " << output << " holds "
+      << stats.events << " events (" << stats.allocs << " allocs, " << stats.frees << " frees, " << stats.threads
+      << " threads), peak live " << format_size_approx(stats.peak_live_bytes) << "\n";
+  return status;
+}
+
 }  // namespace
 
 int trace_command(const std::vector<std::string>& args, std::ostream& out) {
   const std::string usage =
-      "usage: tiermark trace gen SPEC -o FILE | convert IN -o OUT [--from rmm] | stats FILE [--json]\n";
-  if (args.empty()) throw InputError("trace: missing subcommand (gen, convert or stats; see `tiermark trace --help`)");
+      "usage: tiermark trace gen SPEC -o FILE | convert IN -o OUT [--from rmm] | stats FILE [--json]\n"
+      "       tiermark trace capture -o FILE.tmt -- COMMAND [ARGS...]\n";
+  if (args.empty()) throw InputError("trace: missing subcommand (gen, convert, stats or capture; see `tiermark trace --help`)");
   const std::string& sub = args.front();
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   if (sub == "gen") return gen(rest, out);
   if (sub == "convert") return convert(rest, out);
   if (sub == "stats") return stats(rest, out);
+  if (sub == "capture") return capture(rest, out);
   if (sub == "--help" || sub == "-h") {
     out << usage;
     return kExitOk;
   }
-  throw InputError("trace: unknown subcommand '" + sub + "' (known: gen, convert, stats)");
+  throw InputError("trace: unknown subcommand '" + sub + "' (known: gen, convert, stats, capture)");
 }
 
 }  // namespace tiermark

@@ -1,5 +1,6 @@
-// `tiermark trace gen|convert|stats`: generate a workload into a trace file, convert between
-// formats (and import RMM logs), and describe what a trace holds.
+// `tiermark trace gen|convert|stats|capture`: generate a workload into a trace file, convert between
+// formats (and import RMM logs), describe what a trace holds, and record a real program's
+// allocations through libtiermark_capture.so.
 #pragma once
 
 #include <ostream>

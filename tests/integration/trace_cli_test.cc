@@ -126,6 +126,27 @@ TEST(TraceCli, BadInputIsOneLineExitTwoAndKeepsExistingOutput) {
   }
 }
 
+TEST(TraceCli, CaptureRecordsACommandAndPassesItsExitStatusThrough) {
+  if (std::string(TIERMARK_SANITIZER).size() != 0) GTEST_SKIP() << "the capture library is not preloaded into sanitized programs";
+  const std::string trace = temp("captured.tmt");
+  Result r = run("trace capture -o " + trace + " -- " + TIERMARK_CAPTURE_TARGET + " threads 2 1 1000");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("exited with status 0"), std::string::npos) << r.out;
+  const nlohmann::json stats = stats_json(trace);
+  EXPECT_GE(stats["allocs"].get<long>(), 1000);
+  EXPECT_GE(stats["threads"].get<long>(), 2);
+  EXPECT_EQ(stats["metadata"]["source"], "capture");
+
+  r = run("trace capture -o " + trace + " -- " + TIERMARK_CAPTURE_TARGET);  // usage error: exits 2
+  EXPECT_EQ(r.exit_code, 2) << "the command's own status comes back";
+  EXPECT_TRUE(std::filesystem::exists(trace));
+
+  EXPECT_EQ(run("trace capture -o " + temp("c.csv") + " -- true").exit_code, 2) << "capture writes .tmt only";
+  EXPECT_EQ(run("trace capture -o " + trace).exit_code, 2) << "no command";
+  EXPECT_EQ(run("trace capture -o " + trace + " --lib /nonexistent.so -- true").exit_code, 2);
+  EXPECT_EQ(run("trace capture -o " + trace + " -- /nonexistent/program").exit_code, 127);
+}
+
 TEST(TraceCli, ListShowsGeneratorsWithPresets) {
   const Result r = run("list --json");
   ASSERT_EQ(r.exit_code, 0);
