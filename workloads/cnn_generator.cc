@@ -10,7 +10,9 @@
 // number), gradients meeting at a tensor are summed in place into the first one, weight gradients
 // are stolen into `.grad` when none exists and added into it otherwise, and the optimizer keeps
 // state tensors that it creates at its first step. docs/workload-cnn.md lists each rule with its
-// source.
+// source. The framework rules (holders, saved tensors, backward order, gradient accumulation) live in
+// workloads/eager_autograd.h, shared with the transformer generator; the Simulation holds the CNN
+// operators, the training loop and the optimizers.
 //
 // Invariants: every size is exact (b·C·H·W·p for activations); tags name the torchvision module
 // and the tensor (`layer2.1.conv2.out`, `layer2.1.conv2.out.grad`, `layer2.1.conv2.weight`); at
@@ -21,11 +23,12 @@
 #include <algorithm>
 #include <array>
 #include <initializer_list>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "workloads/eager_autograd.h"
 
 namespace tiermark {
 namespace {
@@ -274,16 +277,29 @@ Architecture build_vgg16(std::uint64_t image, std::uint64_t classes) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Simulation
+// Simulation: torchvision's forward() and the training loop, on the shared eager-framework core
+// (eager_autograd.h: blocks, tensors, autograd nodes, the backward engine). Here live only the CNN
+// operators (what each allocates and saves, what its backward allocates) and the optimizers.
 
 class Simulation {
  public:
   Simulation(const Config& config, const Architecture& arch, TraceBuilder& builder)
-      : config_(config), arch_(arch), builder_(builder), resident_(arch.state.size()) {}
+      : config_(config),
+        arch_(arch),
+        builder_(builder),
+        // The fresh weight gradient that is added into an existing .grad is tagged `.grad.new`.
+        eager_(builder, config.workspace ? config.cublas_workspace : 0, EagerPolicy{".grad.new"}),
+        resident_(arch.state.size()) {}
 
   void run() {
     builder_.phase("init");
-    for (std::size_t i = 0; i < arch_.state.size(); ++i) resident_[i].slot = allocate(arch_.state[i].name, state_bytes(i));
+    eager_.set_grad(config_.train);  // model.train() with grad mode, or model.eval() under no_grad
+    for (std::size_t i = 0; i < arch_.state.size(); ++i) {
+      const StateTensor& t = arch_.state[i];
+      const auto element_bytes = static_cast<std::uint32_t>(t.int64 ? kIndexBytes : config_.element_bytes);
+      state_.push_back(eager_.leaf(t.name, t.elements, element_bytes, t.parameter));
+    }
+    first_activation_ = eager_.tensor_count();
     for (std::uint64_t step = 0; step < config_.steps; ++step) {
       const std::string prefix = "step" + std::to_string(step);
       if (config_.train) {
@@ -296,53 +312,27 @@ class Simulation {
   }
 
  private:
-  using StorageId = std::size_t;
-  using ValueId = std::size_t;
-  static constexpr int kNoNode = -1;
+  using Tid = EagerAutograd::TensorId;
+  using BlockId = EagerAutograd::BlockId;
+  using Delivery = EagerAutograd::Delivery;
+  static constexpr Tid kNoTensor = EagerAutograd::kNoTensor;
+  static constexpr BlockId kNoBlock = EagerAutograd::kNoBlock;
 
-  // A block of device memory and the references to it (Python variables, autograd saved tensors,
-  // gradient buffers). Freed when the last reference goes.
-  struct Storage {
-    SlotId slot = 0;
-    std::uint64_t bytes = 0;
-    std::string tag;
-    int refs = 0;
-  };
-  // A tensor as the program sees it. In-place ops (ReLU, +=) make a new value on the same storage,
-  // so that its gradient has a name of its own.
-  struct Value {
-    StorageId storage = 0;
-    std::string tag;
-    std::uint64_t bytes = 0;
-    int producer = kNoNode;  // the autograd node that made it; kNoNode: needs no gradient
-  };
-  enum class Op { kConv, kBatchNorm, kRelu, kMaxPool, kAdd, kMean, kAvgPool, kLinear, kDropout, kLogSoftmax, kNllLoss };
-  // An autograd node: which values it sends gradients to (edge order), what it saved, which
-  // parameters it produces gradients for, and its input buffer (the gradient of its output).
-  struct Node {
-    Op op = Op::kRelu;
-    std::vector<ValueId> inputs;
-    std::vector<StorageId> saved;
-    std::vector<std::size_t> params;
-    const Conv* conv = nullptr;
-    std::optional<StorageId> grad;
-  };
-  // What lives across steps: a parameter or buffer, its gradient and its optimizer state.
+  // Optimizer state of a parameter: blocks that live across steps.
   struct Resident {
-    SlotId slot = 0;
-    std::optional<SlotId> grad;
-    std::optional<SlotId> state1;  // SGD momentum_buffer, Adam exp_avg
-    std::optional<SlotId> state2;  // Adam exp_avg_sq
+    BlockId state1 = kNoBlock;  // SGD momentum_buffer, Adam exp_avg
+    BlockId state2 = kNoBlock;  // Adam exp_avg_sq
   };
   // Tensors the training loop's own variables (`image`, `target`, `output`, `loss`) hold from one
   // iteration into the next: each is freed when its variable is rebound in the next iteration.
   struct LoopVariables {
-    std::optional<SlotId> image, target, output, loss;
+    BlockId image = kNoBlock, target = kNoBlock, output = kNoBlock, loss = kNoBlock;
   };
 
   // ---- sizes
 
-  std::uint64_t activation_bytes(const Shape& s) const { return config_.batch * s.elements() * config_.element_bytes; }
+  std::uint32_t p() const { return static_cast<std::uint32_t>(config_.element_bytes); }
+  std::uint64_t activation_elems(const Shape& s) const { return config_.batch * s.elements(); }
   std::uint64_t state_bytes(std::size_t i) const {
     const StateTensor& t = arch_.state[i];
     return t.int64 ? t.elements * kIndexBytes : t.elements * config_.element_bytes;
@@ -355,163 +345,148 @@ class Simulation {
     const std::uint64_t bytes = config_.batch * c.c_in * c.k * c.k * c.out.h * c.out.w * config_.element_bytes;
     return std::min(bytes, config_.workspace_limit);
   }
+  Tid param(std::size_t state_index) const { return state_index == kNone ? kNoTensor : state_[state_index]; }
 
-  // ---- memory and references
+  // ---- references
 
-  SlotId allocate(const std::string& tag, std::uint64_t bytes) { return builder_.allocate(bytes, builder_.tag(tag)); }
-  void deallocate(SlotId slot) { builder_.deallocate(slot); }
-  void workspace(const std::string& tag, std::uint64_t bytes) {
-    if (bytes != 0) deallocate(allocate(tag, bytes));
+  void release(BlockId& block) {
+    if (block != kNoBlock) eager_.unref(block);
+    block = kNoBlock;
   }
-  StorageId new_storage(const std::string& tag, std::uint64_t bytes) {
-    storages_.push_back({allocate(tag, bytes), bytes, tag, 1});
-    return storages_.size() - 1;
-  }
-  void retain(StorageId s) { ++storages_[s].refs; }
-  void release(StorageId s) {
-    if (storages_[s].refs <= 0) throw std::logic_error("cnn generator: release of a dead tensor " + storages_[s].tag);
-    if (--storages_[s].refs == 0) deallocate(storages_[s].slot);
-  }
-  ValueId new_value(const std::string& tag, std::uint64_t bytes, int producer) {
-    const StorageId s = new_storage(tag, bytes);
-    values_.push_back({s, tag, bytes, producer});
-    return values_.size() - 1;
-  }
-  ValueId alias(ValueId v, const std::string& tag, int producer) {
-    values_.push_back({values_[v].storage, tag, values_[v].bytes, producer});
-    return values_.size() - 1;
-  }
-  StorageId storage(ValueId v) const { return values_[v].storage; }
-  // A Python variable lets go of its tensor.
-  void drop(ValueId v) { release(storage(v)); }
   // `x = f(x)`: the new tensor exists before the old reference goes.
-  ValueId replace(ValueId old_value, ValueId new_value) {
-    drop(old_value);
+  Tid replace(Tid old_value, Tid new_value) {
+    eager_.drop(old_value);
     return new_value;
   }
-
-  // A new autograd node (training only); kNoNode in inference, where nothing is recorded.
-  int record(Op op, std::vector<ValueId> inputs, std::vector<std::size_t> params = {}, const Conv* conv = nullptr) {
-    if (!config_.train) return kNoNode;
-    Node n;
-    n.op = op;
-    n.inputs = std::move(inputs);
-    for (std::size_t p : params) {
-      if (p != kNone) n.params.push_back(p);
-    }
-    n.conv = conv;
-    tape_.push_back(std::move(n));
-    return static_cast<int>(tape_.size() - 1);
+  Tid activation(const std::string& tag, std::uint64_t elems, std::initializer_list<Tid> inputs) {
+    return eager_.make(tag, elems, p(), eager_.needs_grad(inputs));
   }
-  void save(int node, StorageId s) {
-    if (node == kNoNode) return;
-    retain(s);
-    tape_[node].saved.push_back(s);
+  // The backward of most operators here: a fresh gradient for the input (when it needs one), then
+  // one per parameter (derivatives.yaml; cuDNN batch norm and addmm return them in this order).
+  EagerAutograd::Backward fresh_grads(Tid x, Tid weight = kNoTensor, Tid bias = kNoTensor) {
+    return [this, x, weight, bias](std::vector<BlockId>&) {
+      std::vector<Delivery> to;
+      if (eager_.has_grad(x)) to.push_back(eager_.fresh_grad(x));
+      if (weight != kNoTensor) to.push_back(eager_.fresh_grad(weight));
+      if (bias != kNoTensor) to.push_back(eager_.fresh_grad(bias));
+      return to;
+    };
   }
 
   // ---- forward ops: each allocates what the PyTorch op allocates and saves what its autograd
   // node saves (derivatives.yaml).
 
-  ValueId conv(const Conv& c, ValueId x) {
-    const int node = record(Op::kConv, {x}, {c.weight, c.bias}, &c);
-    const ValueId y = new_value(c.name + ".out", activation_bytes(c.out), node);
-    workspace(c.name + ".workspace", conv_workspace(c));
-    save(node, storage(x));  // input, for the weight gradient
+  Tid conv(const Conv& c, Tid x) {
+    const Tid w = param(c.weight), b = param(c.bias);
+    const Tid y = activation(c.name + ".out", activation_elems(c.out), {x, w, b});
+    eager_.scratch(conv_workspace(c), c.name + ".workspace");
+    // Saves its input, for the weight gradient. Backward (cudnn_convolution_backward): data
+    // gradient, then weight gradient, each with its workspace, then the bias gradient.
+    eager_.record({x, w, b}, {y}, {x}, [this, &c, x, w, b](std::vector<BlockId>&) {
+      std::vector<Delivery> to;
+      if (eager_.has_grad(x)) {
+        to.push_back(eager_.fresh_grad(x));
+        eager_.scratch(conv_workspace(c), c.name + ".workspace.dgrad");
+      }
+      to.push_back(eager_.fresh_grad(w));
+      eager_.scratch(conv_workspace(c), c.name + ".workspace.wgrad");
+      if (b != kNoTensor) to.push_back(eager_.fresh_grad(b));
+      return to;
+    });
     return y;
   }
 
-  ValueId batch_norm(const BatchNorm& bn, ValueId x) {
-    const int node = record(Op::kBatchNorm, {x}, {bn.weight, bn.bias});
-    const ValueId y = new_value(bn.name + ".out", values_[x].bytes, node);
-    if (node != kNoNode) {
-      save(node, storage(x));
-      tape_[node].saved.push_back(new_storage(bn.name + ".save_mean", bn.channels * kStatBytes));
-      tape_[node].saved.push_back(new_storage(bn.name + ".save_invstd", bn.channels * kStatBytes));
+  // Saves its input and the fp32 batch statistics (save_mean, save_invstd) it computes in training.
+  Tid batch_norm(const BatchNorm& bn, Tid x) {
+    const Tid w = param(bn.weight), b = param(bn.bias);
+    const Tid y = activation(bn.name + ".out", eager_.elems(x), {x, w, b});
+    if (eager_.recording()) {
+      const Tid mean = eager_.make(bn.name + ".save_mean", bn.channels, kStatBytes, false);
+      const Tid invstd = eager_.make(bn.name + ".save_invstd", bn.channels, kStatBytes, false);
+      eager_.record({x, w, b}, {y}, {x, mean, invstd}, fresh_grads(x, w, b));
+      eager_.drop(mean);
+      eager_.drop(invstd);
     }
     return y;
   }
 
   // In place (torchvision builds every ReLU with inplace=True): no memory; saves its result.
-  ValueId relu(ValueId x, const std::string& tag) {
-    const int node = record(Op::kRelu, {x});
-    const ValueId y = alias(x, tag, node);
-    save(node, storage(y));
+  Tid relu(Tid x, const std::string& tag) {
+    const Tid y = eager_.rebind(x, tag, eager_.needs_grad({x}));
+    eager_.record({x}, {y}, {y}, fresh_grads(x));
     return y;
   }
 
   // max_pool2d_with_indices, which CUDA uses even without autograd (the indices are then dropped).
-  ValueId max_pool(const std::string& name, ValueId x, const Shape& out) {
-    const int node = record(Op::kMaxPool, {x});
-    const ValueId y = new_value(name + ".out", activation_bytes(out), node);
-    const StorageId indices = new_storage(name + ".indices", config_.batch * out.elements() * kIndexBytes);
-    if (node == kNoNode) {
-      release(indices);
-    } else {
-      save(node, storage(x));
-      tape_[node].saved.push_back(indices);
-    }
+  Tid max_pool(const std::string& name, Tid x, const Shape& out) {
+    const Tid y = activation(name + ".out", activation_elems(out), {x});
+    const Tid indices = eager_.make(name + ".indices", activation_elems(out), kIndexBytes, false);
+    eager_.record({x}, {y}, {x, indices}, fresh_grads(x));
+    eager_.drop(indices);
     return y;
   }
 
-  // `out += identity`: in place, saves nothing.
-  ValueId add(ValueId x, ValueId other, const std::string& tag) {
-    const int node = record(Op::kAdd, {x, other});
-    return alias(x, tag, node);
+  // `out += identity`: in place, saves nothing; AddBackward hands the same gradient to both.
+  Tid add(Tid x, Tid other, const std::string& tag) {
+    const Tid y = eager_.rebind(x, tag, eager_.needs_grad({x, other}));
+    eager_.record({x, other}, {y}, {}, [this, x, other](std::vector<BlockId>& g) {
+      std::vector<Delivery> to;
+      for (Tid input : {x, other}) {
+        if (eager_.has_grad(input)) to.push_back(eager_.alias(input, g[0], eager_.elems(input), eager_.eb(input)));
+      }
+      return to;
+    });
+    return y;
   }
 
   // AdaptiveAvgPool2d((1, 1)) runs as mean over H and W, whose backward needs only the shape.
-  ValueId mean(ValueId x, const std::string& name, std::uint64_t channels) {
-    const int node = record(Op::kMean, {x});
-    return new_value(name + ".out", activation_bytes({channels, 1, 1}), node);
-  }
-
-  ValueId adaptive_avg_pool(ValueId x, const std::string& name, const Shape& out) {
-    const int node = record(Op::kAvgPool, {x});
-    const ValueId y = new_value(name + ".out", activation_bytes(out), node);
-    save(node, storage(x));
+  Tid mean(Tid x, const std::string& name, std::uint64_t channels) {
+    const Tid y = activation(name + ".out", activation_elems({channels, 1, 1}), {x});
+    eager_.record({x}, {y}, {}, fresh_grads(x));
     return y;
   }
 
-  // addmm(bias, x, weight.t()); cuBLAS takes its workspace from the allocator at its first call
-  // and keeps it for the life of the handle.
-  ValueId linear(const Linear& l, ValueId x) {
-    const int node = record(Op::kLinear, {x}, {l.weight, l.bias});
-    const ValueId y = new_value(l.name + ".out", activation_bytes({l.out, 1, 1}), node);
-    if (config_.workspace && config_.cublas_workspace != 0 && !cublas_) cublas_ = allocate("cublas.workspace", config_.cublas_workspace);
-    save(node, storage(x));
+  Tid adaptive_avg_pool(Tid x, const std::string& name, const Shape& out) {
+    const Tid y = activation(name + ".out", activation_elems(out), {x});
+    eager_.record({x}, {y}, {x}, fresh_grads(x));
+    return y;
+  }
+
+  // addmm(bias, x, weight.t()), the first cuBLAS call; saves its input.
+  Tid linear(const Linear& l, Tid x) {
+    const Tid w = param(l.weight), b = param(l.bias);
+    const Tid y = activation(l.name + ".out", activation_elems({l.out, 1, 1}), {x, w, b});
+    eager_.ensure_cublas_workspace();
+    eager_.record({x, w, b}, {y}, {x}, fresh_grads(x, w, b));
     return y;
   }
 
   // nn.Dropout: identity in eval mode or at p = 0; else native_dropout's output and bool mask.
-  ValueId dropout(ValueId x, const std::string& name) {
+  Tid dropout(Tid x, const std::string& name) {
     if (!config_.train || config_.dropout == 0) return x;
-    const int node = record(Op::kDropout, {x});
-    const ValueId y = new_value(name + ".out", values_[x].bytes, node);
-    const StorageId mask = new_storage(name + ".mask", values_[x].bytes / config_.element_bytes * kMaskBytes);
-    tape_[node].saved.push_back(mask);
+    const Tid y = activation(name + ".out", eager_.elems(x), {x});
+    const Tid mask = eager_.make(name + ".mask", eager_.elems(x), kMaskBytes, false);
+    eager_.record({x}, {y}, {mask}, fresh_grads(x));
+    eager_.drop(mask);
     return y;
   }
 
   // nn.CrossEntropyLoss = nll_loss(log_softmax(x)); nll_loss returns the loss and total_weight.
-  ValueId cross_entropy(ValueId logits, StorageId target) {
-    const int ls_node = record(Op::kLogSoftmax, {logits});
-    const ValueId ls = new_value("loss.log_softmax.out", values_[logits].bytes, ls_node);
-    save(ls_node, storage(ls));
-    const int nll_node = record(Op::kNllLoss, {ls});
-    const ValueId loss = new_value("loss.out", config_.element_bytes, nll_node);
-    const StorageId total_weight = new_storage("loss.total_weight", config_.element_bytes);
-    save(nll_node, storage(ls));
-    save(nll_node, target);
-    tape_[nll_node].saved.push_back(total_weight);
-    loss_node_ = nll_node;
-    drop(ls);  // a C++ temporary inside cross_entropy_loss
+  Tid cross_entropy(Tid logits, Tid target) {
+    const Tid ls = activation("loss.log_softmax.out", eager_.elems(logits), {logits});
+    eager_.record({logits}, {ls}, {ls}, fresh_grads(logits));
+    const Tid loss = activation("loss.out", 1, {ls});
+    const Tid total_weight = eager_.make("loss.total_weight", 1, p(), false);
+    eager_.record({ls}, {loss}, {ls, target, total_weight}, fresh_grads(ls));
+    eager_.drop(total_weight);
+    eager_.drop(ls);  // a C++ temporary inside cross_entropy_loss
     return loss;
   }
 
   // ---- models: torchvision's forward(), with Python's reference lifetimes
 
-  ValueId bottleneck(const Bottleneck& k, ValueId x) {
-    ValueId out = conv(k.conv1, x);
+  Tid bottleneck(const Bottleneck& k, Tid x) {
+    Tid out = conv(k.conv1, x);
     out = replace(out, batch_norm(k.bn1, out));
     out = relu(out, k.name + ".relu1.out");
     out = replace(out, conv(k.conv2, out));
@@ -519,37 +494,37 @@ class Simulation {
     out = relu(out, k.name + ".relu2.out");
     out = replace(out, conv(k.conv3, out));
     out = replace(out, batch_norm(k.bn3, out));
-    std::optional<ValueId> identity;
+    Tid identity = kNoTensor;
     if (k.has_downsample) {
       identity = conv(k.down_conv, x);
-      identity = replace(*identity, batch_norm(k.down_bn, *identity));
+      identity = replace(identity, batch_norm(k.down_bn, identity));
     }
-    out = add(out, identity ? *identity : x, k.name + ".add.out");
+    out = add(out, identity != kNoTensor ? identity : x, k.name + ".add.out");
     out = relu(out, k.name + ".relu3.out");
-    if (identity) drop(*identity);  // the local `identity` dies on return; add saved nothing
+    eager_.drop(identity);  // the local `identity` dies on return; add saved nothing
     return out;
   }
 
   // Runs the model on `images` (which the caller keeps) and returns the logits.
-  ValueId resnet50_forward(ValueId images) {
-    ValueId x = conv(arch_.stem, images);
+  Tid resnet50_forward(Tid images) {
+    Tid x = conv(arch_.stem, images);
     x = replace(x, batch_norm(arch_.stem_bn, x));
     x = relu(x, "relu.out");
     x = replace(x, max_pool("maxpool", x, arch_.pooled));
     for (const std::vector<Bottleneck>& stage : arch_.stages) {
       // `x = self.layerN(x)`: the caller's `x` holds the stage input while the Sequential runs.
-      const ValueId stage_input = x;
-      retain(storage(stage_input));
+      const Tid stage_input = x;
+      eager_.hold(stage_input);
       for (const Bottleneck& k : stage) x = replace(x, bottleneck(k, x));
-      drop(stage_input);
+      eager_.drop(stage_input);
     }
     x = replace(x, mean(x, "avgpool", arch_.features_out.c));
     return replace(x, linear(arch_.linears[0], x));  // flatten is a view
   }
 
-  ValueId vgg16_forward(ValueId images) {
-    ValueId x = images;
-    retain(storage(x));  // the Sequential's `input` parameter, a second reference to the images
+  Tid vgg16_forward(Tid images) {
+    Tid x = images;
+    eager_.hold(x);  // the Sequential's `input` parameter, a second reference to the images
     for (const VggFeature& f : arch_.features) {
       if (f.pool) {
         x = replace(x, max_pool(f.pool_name, x, f.out));
@@ -560,162 +535,91 @@ class Simulation {
     }
     x = replace(x, adaptive_avg_pool(x, "avgpool", arch_.avgpool_out));
     // `x = self.classifier(x)`: VGG.forward's `x` holds the flattened features while it runs.
-    const ValueId classifier_input = x;
-    retain(storage(classifier_input));
+    const Tid classifier_input = x;
+    eager_.hold(classifier_input);
     for (std::size_t i = 0; i < arch_.linears.size(); ++i) {
       x = replace(x, linear(arch_.linears[i], x));
       if (i + 1 < arch_.linears.size()) {
         x = relu(x, "classifier." + std::to_string(3 * i + 1) + ".out");
-        const ValueId y = dropout(x, arch_.dropout_names[i]);
+        const Tid y = dropout(x, arch_.dropout_names[i]);
         if (y != x) x = replace(x, y);
       }
     }
-    drop(classifier_input);
+    eager_.drop(classifier_input);
     return x;
   }
 
-  ValueId model_forward(ValueId images) {
+  Tid model_forward(Tid images) {
     return arch_.model == Model::kResNet50 ? resnet50_forward(images) : vgg16_forward(images);
-  }
-
-  // ---- backward
-
-  StorageId input_grad(ValueId v) { return new_storage(values_[v].tag + ".grad", values_[v].bytes); }
-  bool requires_grad(ValueId v) const { return values_[v].producer != kNoNode; }
-
-  // A weight gradient computed by a backward kernel: it becomes `.grad` when there is none
-  // (AccumulateGrad steals it), else it is a temporary added into `.grad`.
-  SlotId param_grad(std::size_t p) {
-    const std::string& name = arch_.state[p].name;
-    return allocate(resident_[p].grad ? name + ".grad.new" : name + ".grad", state_bytes(p));
-  }
-  void accumulate_grad(std::size_t p, SlotId g) {
-    if (resident_[p].grad) {
-      deallocate(g);  // variable.grad += new_grad, then new_grad dies
-    } else {
-      resident_[p].grad = g;
-    }
-  }
-
-  // InputBuffer::accumulate: the sum goes in place into whichever operand nobody else holds.
-  void route(int producer, StorageId g) {
-    Node& n = tape_[producer];
-    if (!n.grad) {
-      n.grad = g;
-    } else if (storages_[*n.grad].refs == 1) {
-      release(g);
-    } else if (storages_[g].refs == 1) {
-      release(*n.grad);
-      n.grad = g;
-    } else {
-      const StorageId sum = new_storage(storages_[*n.grad].tag, storages_[g].bytes);
-      release(*n.grad);
-      release(g);
-      n.grad = sum;
-    }
-  }
-
-  void backward_node(Node& n) {
-    const StorageId g = *n.grad;
-    std::vector<std::pair<ValueId, StorageId>> grads;   // for inputs, in edge order
-    std::vector<std::pair<std::size_t, SlotId>> pgrads; // for parameters
-    switch (n.op) {
-      case Op::kAdd:
-        for (ValueId v : n.inputs) {
-          if (!requires_grad(v)) continue;
-          retain(g);  // AddBackward returns the same tensor for both operands
-          grads.emplace_back(v, g);
-        }
-        break;
-      case Op::kConv: {
-        // cudnn_convolution_backward: data gradient, then weight gradient, each with its workspace.
-        const Conv& c = *n.conv;
-        if (requires_grad(n.inputs[0])) {
-          grads.emplace_back(n.inputs[0], input_grad(n.inputs[0]));
-          workspace(c.name + ".workspace.dgrad", conv_workspace(c));
-        }
-        pgrads.emplace_back(n.params[0], param_grad(n.params[0]));
-        workspace(c.name + ".workspace.wgrad", conv_workspace(c));
-        if (n.params.size() > 1) pgrads.emplace_back(n.params[1], param_grad(n.params[1]));
-        break;
-      }
-      default:
-        for (ValueId v : n.inputs) {
-          if (requires_grad(v)) grads.emplace_back(v, input_grad(v));
-        }
-        for (std::size_t p : n.params) pgrads.emplace_back(p, param_grad(p));
-        break;
-    }
-    // The incoming gradient dies when the node's apply() returns, then its saved tensors are
-    // released, then outputs go to the next nodes' buffers, then AccumulateGrad (top priority) runs.
-    n.grad.reset();
-    release(g);
-    for (StorageId s : n.saved) release(s);
-    n.saved.clear();
-    for (const auto& [v, grad] : grads) route(values_[v].producer, grad);
-    for (const auto& [p, grad] : pgrads) accumulate_grad(p, grad);
   }
 
   // ---- steps
 
-  void free_if(std::optional<SlotId>& slot) {
-    if (slot) deallocate(*slot);
-    slot.reset();
-  }
-
-  // Everything a step made must be dead except what `keep` names; their slots move to the loop
-  // variables and the step's bookkeeping is cleared.
-  void end_step(std::initializer_list<std::pair<StorageId, std::optional<SlotId>*>> keep) {
-    for (StorageId s = 0; s < storages_.size(); ++s) {
-      const bool kept = std::any_of(keep.begin(), keep.end(), [s](const auto& k) { return k.first == s; });
-      if (kept != (storages_[s].refs > 0)) {
-        throw std::logic_error("cnn generator: " + storages_[s].tag + (kept ? " died" : " is still live") + " at the end of a step");
+  // Everything allocated since `mark` must be dead except what `keep` names (and the .grad and
+  // cuBLAS workspace the step may have created); the kept tensors' holders move to the loop
+  // variables and the step's tensors are forgotten.
+  void end_step(std::uint64_t mark, std::initializer_list<std::pair<Tid, BlockId*>> keep) {
+    if (eager_.node_count() != 0) throw std::logic_error("cnn generator: an autograd node did not run");
+    std::vector<BlockId> allowed{eager_.cublas_workspace()};
+    for (std::size_t p = 0; p < eager_.param_count(); ++p) allowed.push_back(eager_.param_grad(p));
+    for (const auto& k : keep) allowed.push_back(eager_.block(k.first));
+    const std::vector<BlockId> live = eager_.live_blocks_since(mark);
+    for (BlockId b : live) {
+      if (std::find(allowed.begin(), allowed.end(), b) == allowed.end()) {
+        throw std::logic_error("cnn generator: a block of the step is still live at its end");
       }
     }
-    for (const auto& [s, slot] : keep) *slot = storages_[s].slot;
-    storages_.clear();
-    values_.clear();
-    tape_.clear();
+    for (const auto& [t, variable] : keep) {
+      if (std::find(live.begin(), live.end(), eager_.block(t)) == live.end()) {
+        throw std::logic_error("cnn generator: " + eager_.tag(t) + " died at the end of a step");
+      }
+      *variable = eager_.block(t);
+    }
+    eager_.truncate_tensors(first_activation_);
+  }
+
+  Tid input_images() {
+    return eager_.make("input.images", activation_elems({3, config_.image, config_.image}), p(), false);
   }
 
   void inference_step(const std::string& prefix) {
     builder_.phase(prefix + ".forward");
-    free_if(loop_.image);  // `for image in loader`: the old batch goes at rebinding
-    const ValueId images = new_value("input.images", activation_bytes({3, config_.image, config_.image}), kNoNode);
-    const ValueId logits = model_forward(images);
-    free_if(loop_.output);  // `output = model(image)`
-    end_step({{storage(images), &loop_.image}, {storage(logits), &loop_.output}});
+    const std::uint64_t mark = eager_.allocations();
+    release(loop_.image);  // `for image in loader`: the old batch goes at rebinding
+    const Tid images = input_images();
+    const Tid logits = model_forward(images);
+    release(loop_.output);  // `output = model(image)`
+    end_step(mark, {{images, &loop_.image}, {logits, &loop_.output}});
   }
 
   void train_step(const std::string& prefix) {
     builder_.phase(prefix + ".forward");
+    const std::uint64_t mark = eager_.allocations();
     // torchvision references/classification/train.py: `for image, target in loader`, then
     // `image, target = image.to(device), target.to(device)`, `output = model(image)`,
     // `loss = criterion(output, target)`, `optimizer.zero_grad()`, `loss.backward()`,
     // `optimizer.step()`.
-    free_if(loop_.image);
-    free_if(loop_.target);
-    const ValueId images = new_value("input.images", activation_bytes({3, config_.image, config_.image}), kNoNode);
-    const StorageId target = new_storage("input.labels", config_.batch * kIndexBytes);
-    const ValueId logits = model_forward(images);
-    free_if(loop_.output);
-    const ValueId loss = cross_entropy(logits, target);
-    free_if(loop_.loss);
+    release(loop_.image);
+    release(loop_.target);
+    const Tid images = input_images();
+    const Tid target = eager_.make("input.labels", config_.batch, kIndexBytes, false);
+    const Tid logits = model_forward(images);
+    release(loop_.output);
+    const Tid loss = cross_entropy(logits, target);
+    release(loop_.loss);
 
     builder_.phase(prefix + ".backward");
     if (config_.set_to_none) {
-      for (Resident& r : resident_) free_if(r.grad);
+      for (std::size_t p = 0; p < eager_.param_count(); ++p) eager_.free_param_grad(p);
     }
     // loss.backward(): torch.autograd.backward makes ones_like(loss) and holds it until it returns.
-    const StorageId seed = new_storage("loss.out.grad", config_.element_bytes);
-    retain(seed);
-    tape_[loss_node_].grad = seed;
-    for (std::size_t i = tape_.size(); i-- > 0;) {
-      if (!tape_[i].grad) throw std::logic_error("cnn generator: autograd node without a gradient");
-      backward_node(tape_[i]);
-    }
-    release(seed);
-    end_step({{storage(images), &loop_.image}, {target, &loop_.target}, {storage(logits), &loop_.output}, {storage(loss), &loop_.loss}});
+    const BlockId seed = eager_.alloc(config_.element_bytes, "loss.out.grad");
+    eager_.ref(seed);
+    eager_.seed(loss, seed);
+    eager_.run_backward(0);
+    if (!eager_.all_gradients_delivered()) throw std::logic_error("cnn generator: a parameter missed its gradient");
+    eager_.unref(seed);
+    end_step(mark, {{images, &loop_.image}, {target, &loop_.target}, {logits, &loop_.output}, {loss, &loop_.loss}});
 
     if (config_.optimizer != Optimizer::kNone) {
       builder_.phase(prefix + ".optimizer");
@@ -725,9 +629,10 @@ class Simulation {
 
   // ---- optimizers (torch.optim, PyTorch 2.x): foreach on CUDA by default, else a Python loop
 
-  void free_reverse(std::vector<SlotId>& slots) {  // CPython frees a list's items last to first
-    for (auto it = slots.rbegin(); it != slots.rend(); ++it) deallocate(*it);
-    slots.clear();
+  BlockId allocate(const std::string& tag, std::uint64_t bytes) { return eager_.alloc(bytes, tag); }
+  void free_reverse(std::vector<BlockId>& blocks) {  // CPython frees a list's items last to first
+    for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) eager_.unref(*it);
+    blocks.clear();
   }
 
   void optimizer_step() {
@@ -742,36 +647,36 @@ class Simulation {
       if (config_.foreach) {
         // _multi_tensor_sgd: grads = _foreach_add(grads, params, alpha=wd); at the first step
         // buf = clone(grad) per parameter; `device_grads = bufs` then drops the decayed list.
-        std::vector<SlotId> decayed;
+        std::vector<BlockId> decayed;
         if (decay) {
           for (std::size_t p : params) decayed.push_back(allocate(name(p) + ".grad.decayed", state_bytes(p)));
         }
         if (momentum) {
           for (std::size_t p : params) {
-            if (!resident_[p].state1) resident_[p].state1 = allocate(name(p) + ".momentum_buffer", state_bytes(p));
+            if (resident_[p].state1 == kNoBlock) resident_[p].state1 = allocate(name(p) + ".momentum_buffer", state_bytes(p));
           }
         }
         free_reverse(decayed);
       } else {
         // _single_tensor_sgd: d_p = grad.add(param, alpha=wd); buf = clone(d_p) at the first step;
         // d_p = buf. Without momentum the decayed d_p lives until the next iteration rebinds it.
-        std::optional<SlotId> d_p;
+        BlockId d_p = kNoBlock;
         for (std::size_t p : params) {
-          free_if(d_p);
+          release(d_p);
           if (decay) d_p = allocate(name(p) + ".grad.decayed", state_bytes(p));
           if (momentum) {
-            if (!resident_[p].state1) resident_[p].state1 = allocate(name(p) + ".momentum_buffer", state_bytes(p));
-            free_if(d_p);
+            if (resident_[p].state1 == kNoBlock) resident_[p].state1 = allocate(name(p) + ".momentum_buffer", state_bytes(p));
+            release(d_p);
           }
         }
-        free_if(d_p);
+        release(d_p);
       }
       return;
     }
     // Adam: _init_group creates exp_avg and exp_avg_sq (zeros_like) at the first step; the step
     // counter is a CPU tensor unless capturable or fused.
     for (std::size_t p : params) {
-      if (!resident_[p].state1) {
+      if (resident_[p].state1 == kNoBlock) {
         resident_[p].state1 = allocate(name(p) + ".exp_avg", state_bytes(p));
         resident_[p].state2 = allocate(name(p) + ".exp_avg_sq", state_bytes(p));
       }
@@ -779,7 +684,7 @@ class Simulation {
     if (config_.foreach) {
       // _multi_tensor_adam: decayed grads, deleted after the moment updates; then
       // exp_avg_sq_sqrt = _foreach_sqrt(exp_avg_sqs), updated in place, freed on return.
-      std::vector<SlotId> temp;
+      std::vector<BlockId> temp;
       if (decay) {
         for (std::size_t p : params) temp.push_back(allocate(name(p) + ".grad.decayed", state_bytes(p)));
       }
@@ -790,47 +695,44 @@ class Simulation {
       // _single_tensor_adam: grad = grad.add(param, alpha=wd);
       // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps). `grad` and `denom` are
       // rebound (and their old tensors freed) in the next iteration; the sqrt temporary dies at once.
-      std::optional<SlotId> grad, denom;
+      BlockId grad = kNoBlock, denom = kNoBlock;
       for (std::size_t p : params) {
-        free_if(grad);
+        release(grad);
         if (decay) grad = allocate(name(p) + ".grad.decayed", state_bytes(p));
-        const SlotId root = allocate(name(p) + ".exp_avg_sq.sqrt", state_bytes(p));
-        const SlotId next_denom = allocate(name(p) + ".denom", state_bytes(p));
-        deallocate(root);
-        free_if(denom);
+        const BlockId root = allocate(name(p) + ".exp_avg_sq.sqrt", state_bytes(p));
+        const BlockId next_denom = allocate(name(p) + ".denom", state_bytes(p));
+        eager_.unref(root);
+        release(denom);
         denom = next_denom;
       }
-      free_if(grad);
-      free_if(denom);
+      release(grad);
+      release(denom);
     }
   }
 
   void teardown() {
     builder_.phase("teardown");
-    free_if(loop_.image);
-    free_if(loop_.target);
-    free_if(loop_.output);
-    free_if(loop_.loss);
+    release(loop_.image);
+    release(loop_.target);
+    release(loop_.output);
+    release(loop_.loss);
     for (Resident& r : resident_) {
-      free_if(r.state1);
-      free_if(r.state2);
+      release(r.state1);
+      release(r.state2);
     }
-    for (Resident& r : resident_) free_if(r.grad);
-    for (Resident& r : resident_) deallocate(r.slot);
-    free_if(cublas_);
+    for (std::size_t p = 0; p < eager_.param_count(); ++p) eager_.free_param_grad(p);
+    for (Tid t : state_) eager_.drop(t);
+    eager_.free_cublas_workspace();
   }
 
   const Config& config_;
   const Architecture& arch_;
   TraceBuilder& builder_;
+  EagerAutograd eager_;
+  std::vector<Tid> state_;  // the parameters and buffers, in Architecture::state order
   std::vector<Resident> resident_;
-  std::optional<SlotId> cublas_;
   LoopVariables loop_;
-  // One step's tensors and autograd graph; cleared at the end of each step.
-  std::vector<Storage> storages_;
-  std::vector<Value> values_;
-  std::vector<Node> tape_;
-  int loss_node_ = kNoNode;
+  std::size_t first_activation_ = 0;  // tensors below this index live across steps
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@
 // torch/csrc/autograd/input_buffer.cpp does). A block is freed when its last holder lets go: a
 // Python variable, a saved tensor, a view, a gradient buffer, the autocast weight cache, a
 // parameter's .grad or optimizer state. So lifetimes follow from the model instead of being listed.
+// Those rules live in workloads/eager_autograd.h, shared with the cnn generator; this file holds the
+// transformer's operators, the autocast cache, activation checkpointing, the model and the loop.
 //
 // Invariants:
 // - Deterministic: no randomness; the same options give the same trace.
@@ -28,13 +30,13 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
-#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "workloads/eager_autograd.h"
 #include "workloads/trace_event.h"
 
 namespace tiermark {
@@ -258,130 +260,68 @@ Config read_config(const Options& options) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Eager: blocks, tensors, operators and autograd
+// Eager: the transformer's operators over the shared eager-framework core (eager_autograd.h owns
+// blocks, tensors, views, nodes and the backward engine); here live the operators, the autocast
+// weight cache and the bookkeeping of activation checkpointing.
 
-using Tid = std::uint32_t;  // a tensor: index into Eager::tensors_
-constexpr Tid kNoTensor = std::numeric_limits<Tid>::max();
-constexpr int kNone = -1;  // no block
+using Tid = EagerAutograd::TensorId;
+constexpr Tid kNoTensor = EagerAutograd::kNoTensor;
+constexpr int kNone = EagerAutograd::kNoBlock;  // no block; also no parameter
+using Delivery = EagerAutograd::Delivery;
+// The layout mark of a (b, s, heads, d) storage viewed as (b, heads, s, d).
+constexpr int kHeadsLayout = 1;
 
-// A gradient handed from a node to the tensor it belongs to: `block` holds `elems` elements of `eb`
-// bytes, possibly more elements than the tensor has (a broadcast input) or another element type (a
-// mixed-dtype operator); the engine reduces and casts it first, as validate_outputs() does.
-struct Delivery {
-  Tid to;
-  int block;
-  std::uint64_t elems;
-  std::uint32_t eb;
-};
-
-// A backward function receives the blocks of its outputs' gradients (kNone for an output that got
-// none) and may take one over by setting its entry to kNone.
-using Backward = std::function<std::vector<Delivery>(std::vector<int>& grads)>;
-
-struct Node {
-  std::vector<Tid> outputs;
-  std::vector<int> saved;  // blocks, one holder each
-  Backward backward;
-};
-
-class Eager {
+class Eager : public EagerAutograd {
  public:
   Eager(TraceBuilder& builder, bool autocast, std::uint64_t workspace_bytes)
-      : builder_(builder), autocast_(autocast), workspace_bytes_(workspace_bytes) {}
+      : EagerAutograd(builder, workspace_bytes), autocast_(autocast) {}
 
   // --- Modes. Grad mode records nodes and saves tensors; a checkpointed forward tracks which tensors
   // would need gradients and which operator saves last, without saving; a recompute replays it and
   // stops materialising after that operator (non-reentrant checkpoint's early stop).
-  void set_grad(bool on) { recording_ = tracking_ = on; }
   void begin_checkpointed_forward() {
-    recording_ = false;
-    tracking_ = counting_ = true;
+    set_recording(false);
+    set_tracking(true);
+    counting_ = true;
     op_index_ = last_saving_op_ = 0;
     last_saves_output_ = false;
   }
   std::pair<std::uint64_t, bool> end_checkpointed_forward() {
     counting_ = false;
-    recording_ = true;
+    set_recording(true);
     return {last_saving_op_, last_saves_output_};
   }
   void begin_recompute(std::pair<std::uint64_t, bool> stop) {
-    recording_ = tracking_ = replaying_ = true;
+    set_grad(true);
+    replaying_ = true;
     op_index_ = 0;
     last_saving_op_ = stop.first;
     last_saves_output_ = stop.second;
   }
   void end_recompute() { replaying_ = false; }
 
-  // --- Blocks
-  int alloc(std::uint64_t bytes, const std::string& tag) {
-    const SlotId slot = builder_.allocate(bytes, builder_.tag(tag));
-    if (free_blocks_.empty()) {
-      blocks_.push_back({slot, 1});
-      return static_cast<int>(blocks_.size() - 1);
-    }
-    const int block = free_blocks_.back();
-    free_blocks_.pop_back();
-    blocks_[block] = {slot, 1};
-    return block;
-  }
-  void ref(int block) { ++blocks_[block].holders; }
-  void unref(int block) {
-    if (blocks_[block].holders == 0) throw std::logic_error("transformer: a block was released twice");
-    if (--blocks_[block].holders == 0) {
-      builder_.deallocate(blocks_[block].slot);
-      free_blocks_.push_back(block);
-    }
-  }
-  bool exclusive(int block) const { return blocks_[block].holders == 1; }
-
   // --- Tensors. A tensor returned by an operator carries one holder for the caller's Python
   // variable; drop() is that variable going away.
-  Tid leaf(const std::string& tag, std::uint64_t elems, std::uint32_t eb, bool parameter) {
-    const Tid t = make(tag, elems, eb, parameter, true);
-    if (parameter) {
-      tensors_[t].param = static_cast<int>(params_.size());
-      params_.push_back({t});
-    }
-    return t;
-  }
   Tid input(const std::string& tag, std::uint64_t elems, std::uint32_t eb) {
     return make(tag, elems, eb, false, begin_op(false, false));
   }
-  void drop(Tid t) {
-    if (t != kNoTensor && tensors_[t].block != kNone) unref(tensors_[t].block);
-  }
-  const std::string& tag(Tid t) const { return tensors_[t].tag; }
-  std::uint64_t elems(Tid t) const { return tensors_[t].elems; }
-  std::uint32_t eb(Tid t) const { return tensors_[t].eb; }
-  void require_grad(Tid t) { tensors_[t].requires_grad = true; }
-  // Forgets every tensor made after the first `keep` (all dead by then); keeps ids small.
-  void truncate_tensors(std::size_t keep) { tensors_.resize(keep); }
-  std::size_t tensor_count() const { return tensors_.size(); }
 
-  // --- Parameters: gradients (.grad), the autocast weight cache
-  std::size_t param_count() const { return params_.size(); }
-  Tid param_tensor(int p) const { return params_[p].tensor; }
-  void free_param_grad(int p) {
-    if (params_[p].grad != kNone) unref(params_[p].grad);
-    params_[p].grad = kNone;
-  }
+  // --- The autocast weight cache
   // The weight a matmul uses: the parameter, or under autocast its bf16 copy, cast once per forward
   // and cached until the autocast region ends (autocast_mode.cpp caches casts of leaf tensors that
   // require grad).
   Tid weight(int p) {
-    if (!autocast_) return params_[p].tensor;
-    if (params_[p].cast == kNoTensor) params_[p].cast = cast(params_[p].tensor, 2, tag(params_[p].tensor) + ".bf16");
-    return params_[p].cast;
+    if (!autocast_) return param_tensor(p);
+    if (casts_.size() < param_count()) casts_.resize(param_count(), kNoTensor);
+    Tid& cached = casts_[static_cast<std::size_t>(p)];
+    if (cached == kNoTensor) cached = cast(param_tensor(p), 2, tag(param_tensor(p)) + ".bf16");
+    return cached;
   }
   void clear_autocast_cache() {
-    for (Param& param : params_) {
-      drop(param.cast);
-      param.cast = kNoTensor;
+    for (Tid& cached : casts_) {
+      drop(cached);
+      cached = kNoTensor;
     }
-  }
-  void free_workspace() {
-    if (workspace_ != kNone) unref(workspace_);
-    workspace_ = kNone;
   }
 
   // --- Operators. Each allocates its outputs in the order the ATen kernel does and, in grad mode,
@@ -391,7 +331,7 @@ class Eager {
   Tid cast(Tid x, std::uint32_t to_eb, const std::string& out_tag) {
     const bool rg = needs_grad({x});
     const Tid out = make(out_tag, elems(x), to_eb, rg, begin_op(false, false));
-    tensors_[out].heads = tensors_[x].heads;  // preserve_format keeps a permuted layout
+    set_layout(out, layout(x));  // preserve_format keeps a permuted layout
     record({x}, {out}, {}, [this, x](std::vector<int>&) {
       return std::vector<Delivery>{give(x, grad_alloc(x, elems(x), eb(x)))};
     });
@@ -413,7 +353,7 @@ class Eager {
   // (b, heads, s, d) and viewing it back as (b, s, h) needs a copy.
   Tid heads_view(Tid x) {
     const Tid out = view(x, tag(x), elems(x), needs_grad({x}));
-    tensors_[out].heads = true;
+    set_layout(out, kHeadsLayout);
     begin_op(false, false);
     record({x}, {out}, {}, [this, x](std::vector<int>&) {
       return std::vector<Delivery>{give(x, grad_alloc(x, elems(x), eb(x)))};
@@ -431,7 +371,7 @@ class Eager {
     const bool materialise = begin_op(rg, false);
     const std::uint64_t rows = elems(xin) / (elems(win) / out_features);
     const Tid out = make(out_tag, rows * out_features, eb(win), rg, materialise);
-    if (materialise) ensure_workspace();
+    if (materialise) ensure_cublas_workspace();
     record({bin, xin, win}, {out}, {xin, win}, [this, xin, win, bin, rows, out_features](std::vector<int>& g) {
       std::vector<Delivery> to;
       const int gx = has_grad(xin) ? grad_alloc(xin, elems(xin), eb(xin)) : kNone;
@@ -453,7 +393,7 @@ class Eager {
     const bool rg = needs_grad({a2, b2});
     const bool materialise = begin_op(rg, false);
     const Tid out = make(out_tag, out_elems, eb(a2), rg, materialise);
-    if (materialise) ensure_workspace();
+    if (materialise) ensure_cublas_workspace();
     record({a2, b2}, {out}, {a2, b2}, [this, a2, b2](std::vector<int>&) {
       std::vector<Delivery> to;
       const int ga = has_grad(a2) ? grad_alloc(a2, elems(a2), eb(a2)) : kNone;
@@ -469,7 +409,7 @@ class Eager {
   // backward: grad*b and grad*a at the output's size, reduced and cast by the engine.
   Tid mul(Tid a, Tid b, const std::string& out_tag) {
     const bool ra = tracked_grad(a), rb = tracked_grad(b);
-    const bool rg = tracking_ && (ra || rb);
+    const bool rg = tracking() && (ra || rb);
     const std::uint64_t n = std::max(elems(a), elems(b));
     const std::uint32_t e = std::max(eb(a), eb(b));
     const Tid out = make(out_tag, n, e, rg, begin_op(rg, false));
@@ -567,8 +507,8 @@ class Eager {
   // native_layer_norm: output, then fp32 mean and rstd per row. Saves input, weight, bias, mean and
   // rstd; backward native_layer_norm_backward: grad input, grad weight, grad bias.
   Tid layer_norm(Tid x, int w, int bias, std::uint64_t width, const std::string& prefix) {
-    const Tid wt = params_[w].tensor;
-    const Tid bt = bias == kNone ? kNoTensor : params_[bias].tensor;
+    const Tid wt = param_tensor(w);
+    const Tid bt = bias == kNone ? kNoTensor : param_tensor(bias);
     const bool rg = needs_grad({x, wt, bt});
     const bool materialise = begin_op(rg, rg);
     const Tid out = make(prefix + ".out", elems(x), eb(x), rg, materialise);
@@ -591,7 +531,7 @@ class Eager {
   // weight[ids] (embedding lookup). Saves the indices; backward: a zeroed weight-sized gradient with
   // the rows accumulated into it (index_put_ / embedding_dense_backward).
   Tid embedding(int w, Tid ids, std::uint64_t width, const std::string& out_tag) {
-    const Tid wt = params_[w].tensor;
+    const Tid wt = param_tensor(w);
     const bool rg = needs_grad({wt});
     const Tid out = make(out_tag, elems(ids) * width, eb(wt), rg, begin_op(rg, false));
     record({wt}, {out}, {ids}, [this, wt](std::vector<int>&) {
@@ -694,75 +634,11 @@ class Eager {
   void record_custom(std::vector<Tid> outputs, std::vector<Tid> saved, Backward backward) {
     record({}, std::move(outputs), std::move(saved), std::move(backward));
   }
-  // Hands a gradient to a tensor from outside a node (the recompute's input gradient).
-  std::vector<Delivery> take_grad(Tid from, Tid to) {
-    const int g = tensors_[from].grad;
-    tensors_[from].grad = kNone;
-    if (g == kNone) return {};
-    return {give(to, g)};
-  }
   // A view of x (same block, one more holder) that requires grad: the detached input a recompute
   // starts from.
   Tid detached(Tid x) { return view(x, tag(x), elems(x), true); }
 
-  // --- Backward: seeds the root's gradient (torch.autograd.backward: ones_like(loss)) and runs the
-  // recorded nodes from the newest down to `first`.
-  void seed(Tid root, int grad) { tensors_[root].grad = grad; }
-  std::size_t node_count() const { return nodes_.size(); }
-  void run_backward(std::size_t first) {
-    while (nodes_.size() > first) {
-      Node node = std::move(nodes_.back());
-      nodes_.pop_back();
-      execute(node);
-    }
-  }
-  bool all_gradients_delivered() const {
-    return std::all_of(params_.begin(), params_.end(), [](const Param& p) { return p.pending == 0; });
-  }
-
  private:
-  struct Block {
-    SlotId slot;
-    std::uint32_t holders;
-  };
-  struct Tensor {
-    std::string tag;
-    std::uint64_t elems = 0;
-    std::uint32_t eb = 0;
-    int block = kNone;           // kNone: not materialised (a recompute past its early stop)
-    bool requires_grad = false;  // tracked in grad mode and in a checkpointed forward
-    bool heads = false;          // (b, s, heads, d) storage viewed as (b, heads, s, d)
-    int param = kNone;
-    int grad = kNone;            // the gradient accumulated so far in backward
-  };
-  struct Param {
-    Tid tensor;
-    int grad = kNone;       // .grad
-    int pending = 0;        // recorded nodes that will still hand it a gradient this backward
-    Tid cast = kNoTensor;   // autocast's cached bf16 copy
-  };
-
-  Tid make(const std::string& tag, std::uint64_t elems, std::uint32_t eb, bool requires_grad, bool materialise) {
-    Tensor t;
-    t.tag = tag;
-    t.elems = elems;
-    t.eb = eb;
-    t.requires_grad = requires_grad;
-    if (materialise) t.block = alloc(elems * eb, tag);
-    tensors_.push_back(std::move(t));
-    return static_cast<Tid>(tensors_.size() - 1);
-  }
-  Tid view(Tid x, const std::string& tag, std::uint64_t elems, bool requires_grad) {
-    Tensor t;
-    t.tag = tag;
-    t.elems = elems;
-    t.eb = tensors_[x].eb;
-    t.requires_grad = requires_grad;
-    t.block = tensors_[x].block;
-    if (t.block != kNone) ref(t.block);
-    tensors_.push_back(std::move(t));
-    return static_cast<Tid>(tensors_.size() - 1);
-  }
   // An operator with one input and one output of `out_elems` elements, saving its input or its
   // result, whose backward allocates `backward_allocs` tensors of the input's size and frees all
   // but the last (the gradient), latest first (C++ temporaries die in reverse order).
@@ -788,25 +664,13 @@ class Eager {
       current = cast(current, 2, tag(x) + ".bf16");
       temps.push_back(current);
     }
-    if (tensors_[current].heads) {
+    if (layout(current) == kHeadsLayout) {
       current = copy(current, tag(x) + ".heads");
       temps.push_back(current);
     }
     return current;
   }
-  void ensure_workspace() {
-    if (workspace_done_) return;
-    workspace_done_ = true;
-    // at::cuda::getCurrentCUDABlasHandle() takes the workspace from the caching allocator the first
-    // time a cuBLAS call runs, after the output of that call is allocated.
-    if (workspace_bytes_ > 0) workspace_ = alloc(workspace_bytes_, "cublas.workspace");
-  }
 
-  bool has_grad(Tid t) const { return t != kNoTensor && tensors_[t].requires_grad; }
-  bool tracked_grad(Tid t) const { return tracking_ && has_grad(t); }
-  bool needs_grad(std::initializer_list<Tid> inputs) const {
-    return tracking_ && std::any_of(inputs.begin(), inputs.end(), [this](Tid t) { return has_grad(t); });
-  }
   // Counts operators for the early stop of a recompute; false when the outputs of this operator are
   // past it and must not be materialised.
   bool begin_op(bool saves_inputs, bool saves_outputs) {
@@ -818,124 +682,12 @@ class Eager {
     if (!replaying_ || op_index_ < last_saving_op_) return true;
     return op_index_ == last_saving_op_ && last_saves_output_;
   }
-  void record(std::initializer_list<Tid> inputs, std::vector<Tid> outputs, std::vector<Tid> saved, Backward backward) {
-    if (!recording_) return;
-    if (std::none_of(outputs.begin(), outputs.end(), [this](Tid t) { return has_grad(t); })) return;
-    Node node;
-    node.outputs = std::move(outputs);
-    for (Tid t : saved) {
-      if (t == kNoTensor || tensors_[t].block == kNone) continue;
-      ref(tensors_[t].block);
-      node.saved.push_back(tensors_[t].block);
-    }
-    for (Tid t : inputs) {
-      if (has_grad(t) && tensors_[t].param != kNone) ++params_[tensors_[t].param].pending;
-    }
-    node.backward = std::move(backward);
-    nodes_.push_back(std::move(node));
-  }
 
-  int grad_alloc(Tid of, std::uint64_t elems, std::uint32_t eb) {
-    const Tensor& t = tensors_[of];
-    return alloc(elems * eb, t.tag + (elems == t.elems && eb == t.eb ? ".grad" : ".grad.tmp"));
-  }
-  int temp_alloc(Tid of, std::uint64_t elems, std::uint32_t eb) { return alloc(elems * eb, tag(of) + ".grad.tmp"); }
-  Delivery give(Tid to, int block) const { return {to, block, tensors_[to].elems, tensors_[to].eb}; }
-  Delivery alias(Tid to, int block, std::uint64_t elems, std::uint32_t eb) {
-    ref(block);
-    return {to, block, elems, eb};
-  }
-
-  // One node, as Engine::evaluate_function runs it.
-  void execute(Node& node) {
-    std::vector<int> grads;
-    bool any = false;
-    for (Tid out : node.outputs) {
-      grads.push_back(tensors_[out].grad);
-      any = any || tensors_[out].grad != kNone;
-      tensors_[out].grad = kNone;
-    }
-    std::vector<Delivery> deliveries;
-    if (any) deliveries = node.backward(grads);
-    // validate_outputs: sum a broadcast gradient down to the input's shape, then cast it to the
-    // input's dtype.
-    for (Delivery& d : deliveries) {
-      const std::uint64_t n = tensors_[d.to].elems;
-      const std::uint32_t e = tensors_[d.to].eb;
-      if (d.elems != n) {
-        const int reduced = alloc(n * d.eb, tag(d.to) + ".grad");
-        unref(d.block);
-        d = {d.to, reduced, n, d.eb};
-      }
-      if (d.eb != e) {
-        const int converted = alloc(n * e, tag(d.to) + ".grad");
-        unref(d.block);
-        d = {d.to, converted, n, e};
-      }
-    }
-    // The gradients this node received, then its saved tensors, are released before its outputs
-    // reach the nodes before it.
-    for (int g : grads) {
-      if (g != kNone) unref(g);
-    }
-    for (int block : node.saved) unref(block);
-    std::vector<int> ready;
-    for (const Delivery& d : deliveries) deliver(d, ready);
-    for (int p : ready) accumulate_grad(p);
-  }
-  // InputBuffer::add: the first gradient is kept; a later one is summed in place into whichever of
-  // the two this buffer holds alone, else into a new tensor.
-  void deliver(const Delivery& d, std::vector<int>& ready) {
-    Tensor& t = tensors_[d.to];
-    if (!t.requires_grad) {
-      unref(d.block);
-      return;
-    }
-    if (t.grad == kNone) {
-      t.grad = d.block;
-    } else if (exclusive(t.grad)) {
-      unref(d.block);
-    } else if (exclusive(d.block)) {
-      unref(t.grad);
-      tensors_[d.to].grad = d.block;
-    } else {
-      const int sum = alloc(t.elems * t.eb, t.tag + ".grad");
-      unref(tensors_[d.to].grad);
-      unref(d.block);
-      tensors_[d.to].grad = sum;
-    }
-    const int p = tensors_[d.to].param;
-    if (p != kNone && --params_[p].pending == 0) ready.push_back(p);
-  }
-  // AccumulateGrad: the first gradient of a step becomes .grad (stolen when nothing else holds it);
-  // with .grad already there (zero_grad=keep) it is added in place and the new one freed.
-  void accumulate_grad(int p) {
-    Tensor& t = tensors_[params_[p].tensor];
-    const int g = t.grad;
-    t.grad = kNone;
-    if (params_[p].grad != kNone) {
-      unref(g);
-    } else if (exclusive(g)) {
-      params_[p].grad = g;
-    } else {
-      params_[p].grad = alloc(t.elems * t.eb, t.tag + ".grad");
-      unref(g);
-    }
-  }
-
-  TraceBuilder& builder_;
   bool autocast_;
-  std::uint64_t workspace_bytes_;
-  bool recording_ = false, tracking_ = false, counting_ = false, replaying_ = false;
+  bool counting_ = false, replaying_ = false;
   std::uint64_t op_index_ = 0, last_saving_op_ = 0;
   bool last_saves_output_ = false;
-  std::vector<Block> blocks_;
-  std::vector<int> free_blocks_;
-  std::vector<Tensor> tensors_;
-  std::vector<Param> params_;
-  std::vector<Node> nodes_;
-  bool workspace_done_ = false;
-  int workspace_ = kNone;
+  std::vector<Tid> casts_;  // per parameter: autocast's cached bf16 copy
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1133,7 +885,7 @@ class Transformer {
     state_.clear();
     for (std::size_t p = 0; p < eager_.param_count(); ++p) eager_.drop(eager_.param_tensor(static_cast<int>(p)));
     if (rope_table_ != kNoTensor) eager_.drop(rope_table_);
-    eager_.free_workspace();
+    eager_.free_cublas_workspace();
   }
 
   // --- Forward
