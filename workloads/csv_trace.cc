@@ -133,7 +133,7 @@ void CsvTraceReader::parse_header() {
 
 bool CsvTraceReader::next(TraceEvent& event) {
   if (!read_line()) return false;
-  static thread_local std::vector<std::string> fields;
+  std::vector<std::string>& fields = fields_;
   if (!split_fields(line_, fields)) fail("broken quotes");
   if (static_cast<int>(fields.size()) != columns_) {
     fail(std::to_string(fields.size()) + " fields where the header has " + std::to_string(columns_));

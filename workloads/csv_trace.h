@@ -8,6 +8,7 @@
 #include <istream>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "workloads/trace_stream.h"
 
@@ -37,8 +38,8 @@ class CsvTraceReader final : public TraceSource {
   TraceMetadata metadata_;
   TagTable tags_;
   std::string line_;
+  std::vector<std::string> fields_;  // the current row's fields, kept to reuse their storage
   std::uint64_t line_number_ = 0;
-  bool pending_ = false;  // line_ holds the first event row, read while looking for metadata
   std::array<int, kColumnCount> column_of_{};  // file column index per Column, -1 when absent
   int columns_ = 0;
 };

@@ -32,8 +32,8 @@ void TraceStats::event(const TraceEvent& event) {
       if (event.tag >= tag_usage_.size()) tag_usage_.resize(event.tag + 1);
       ++tag_usage_[event.tag].allocs;
       tag_usage_[event.tag].bytes += event.size;
-      thread_set_[event.thread] = true;
-      stream_set_[event.stream] = true;
+      thread_set_.insert(event.thread);
+      stream_set_.insert(event.stream);
       break;
     }
     case EventKind::kFree: {
@@ -43,7 +43,7 @@ void TraceStats::event(const TraceEvent& event) {
         live_bytes_ -= it->second.size;
         live_.erase(it);
       }
-      thread_set_[event.thread] = true;
+      thread_set_.insert(event.thread);
       break;
     }
     case EventKind::kPhase:

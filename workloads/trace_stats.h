@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "workloads/trace_stream.h"
@@ -74,8 +75,8 @@ class TraceStats final : public TraceSink {
   std::vector<CounterSummary> counter_list_;  // in first-update order
   std::unordered_map<TagId, std::size_t> counter_index_;
   std::map<std::uint64_t, SizeBucket> buckets_;
-  std::unordered_map<ThreadId, bool> thread_set_;
-  std::unordered_map<StreamId, bool> stream_set_;
+  std::unordered_set<ThreadId> thread_set_;
+  std::unordered_set<StreamId> stream_set_;
 };
 
 }  // namespace tiermark
