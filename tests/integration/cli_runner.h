@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -20,7 +21,8 @@ struct Result {
 };
 
 inline Result run(const std::string& args) {
-  const std::string err_path = ::testing::TempDir() + "/tiermark_cli_stderr.txt";
+  // A file of this process's own: ctest runs test processes in parallel.
+  const std::string err_path = ::testing::TempDir() + "/tiermark_cli_stderr." + std::to_string(::getpid()) + ".txt";
   const std::string command = std::string(TIERMARK_CLI_PATH) + " " + args + " 2>" + err_path;
   Result result{-1, "", ""};
   FILE* pipe = popen(command.c_str(), "r");
@@ -32,6 +34,7 @@ inline Result run(const std::string& args) {
     while (std::size_t n = fread(buffer.data(), 1, buffer.size(), err)) result.err.append(buffer.data(), n);
     fclose(err);
   }
+  std::remove(err_path.c_str());
   return result;
 }
 

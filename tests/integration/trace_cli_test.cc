@@ -3,6 +3,8 @@
 // disk are never lost to a failed run.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -17,13 +19,12 @@ using tiermark::testing::lines;
 using tiermark::testing::Result;
 using tiermark::testing::run;
 
-// A directory of this test's own, so that the check for left-over temporary files sees only ours.
+// A directory of each test's own (ctest runs tests in parallel, and other runs may share the temp
+// directory), so that the check for left-over temporary files sees only this test's files.
 std::string temp(const std::string& name) {
-  static const std::string dir = [] {
-    const std::string path = ::testing::TempDir() + "/trace_cli_test";
-    std::filesystem::create_directories(path);
-    return path;
-  }();
+  const std::string dir = ::testing::TempDir() + "/trace_cli_test." + std::to_string(::getpid()) + "." +
+                          ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::filesystem::create_directories(dir);
   return dir + "/" + name;
 }
 
@@ -113,14 +114,13 @@ TEST(TraceCli, BadInputIsOneLineExitTwoAndKeepsExistingOutput) {
     EXPECT_NE(r.err.find(c.expected), std::string::npos) << c.args << ": " << r.err;
     EXPECT_EQ(slurp(keep), before) << c.args << " touched an existing file";
   }
-  std::string corrupt = slurp(temp("transformer.tmt"));
-  if (!corrupt.empty()) {
-    corrupt.resize(corrupt.size() / 2);
-    std::ofstream(temp("half.tmt"), std::ios::binary) << corrupt;
-    const Result r = run("trace stats " + temp("half.tmt"));
-    EXPECT_EQ(r.exit_code, 2);
-    EXPECT_NE(r.err.find("truncated file"), std::string::npos) << r.err;
-  }
+  ASSERT_EQ(run("trace gen cnn/resnet50:batch=1,steps=1 -o " + temp("whole.tmt")).exit_code, 0);
+  std::string corrupt = slurp(temp("whole.tmt"));
+  corrupt.resize(corrupt.size() / 2);
+  std::ofstream(temp("half.tmt"), std::ios::binary) << corrupt;
+  const Result truncated = run("trace stats " + temp("half.tmt"));
+  EXPECT_EQ(truncated.exit_code, 2);
+  EXPECT_NE(truncated.err.find("truncated file"), std::string::npos) << truncated.err;
   for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(keep).parent_path())) {
     EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << "temporary file left behind: " << entry.path();
   }
