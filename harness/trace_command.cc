@@ -195,6 +195,7 @@ int capture(const std::vector<std::string>& args, std::ostream& out) {
   const std::string absolute_output = std::filesystem::absolute(output).string();
   std::error_code ignored;
   std::filesystem::remove(absolute_output, ignored);  // so a command that never exits normally leaves no stale trace
+  const auto started = std::filesystem::file_time_type::clock::now();
   const int status = run_captured(command, library, absolute_output);
   if (!std::filesystem::exists(absolute_output)) {
     if (status == 127) return status;  // the command could not be run; the child said why
@@ -207,6 +208,16 @@ int capture(const std::vector<std::string>& args, std::ostream& out) {
   out << "trace capture: " << command.front() << " exited with status " << status << "; " << output << " holds "
       << stats.events << " events (" << stats.allocs << " allocs, " << stats.frees << " frees, " << stats.threads
       << " threads), peak live " << format_size_approx(stats.peak_live_bytes) << "\n";
+  // Child processes (a compiler driver's cc1plus, a shell's commands) write OUTPUT.<pid>.
+  const std::filesystem::path root(absolute_output);
+  for (const auto& entry : std::filesystem::directory_iterator(root.parent_path())) {
+    const std::string name = entry.path().filename().string();
+    const std::string prefix = root.filename().string() + ".";
+    if (name.size() > prefix.size() && name.starts_with(prefix) &&
+        name.find_first_not_of("0123456789", prefix.size()) == std::string::npos && entry.last_write_time() >= started) {
+      out << "  and a child process's trace: " << (root.parent_path() / name).string() << "\n";
+    }
+  }
   return status;
 }
 

@@ -137,6 +137,10 @@ TEST(TraceCli, CaptureRecordsACommandAndPassesItsExitStatusThrough) {
   EXPECT_GE(stats["threads"].get<long>(), 2);
   EXPECT_EQ(stats["metadata"]["source"], "capture");
 
+  r = run("trace capture -o " + trace + " -- " + TIERMARK_CAPTURE_TARGET + " fork");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("and a child process's trace: " + trace + "."), std::string::npos) << r.out;
+
   r = run("trace capture -o " + trace + " -- " + TIERMARK_CAPTURE_TARGET);  // usage error: exits 2
   EXPECT_EQ(r.exit_code, 2) << "the command's own status comes back";
   EXPECT_TRUE(std::filesystem::exists(trace));
