@@ -45,6 +45,8 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Options and presets
 
+// The defaults are the cs336-2.7b model (the preset below), so `transformer` alone is the workload
+// whose real PyTorch snapshots shared/REFERENCE.md section 1 describes.
 const std::vector<OptionSpec>& option_specs() {
   static const std::vector<OptionSpec> kSpecs = {
       {"mode", OptionType::kChoice, "train",
@@ -52,17 +54,17 @@ const std::vector<OptionSpec>& option_specs() {
        {"train", "inference"}},
       {"steps", OptionType::kCount, "2", "training steps (mode=train) or forward passes (mode=inference)"},
       // The batch.
-      {"b", OptionType::kCount, "2", "batch: sequences per step"},
-      {"s", OptionType::kCount, "64", "sequence length in tokens"},
+      {"b", OptionType::kCount, "4", "batch: sequences per step"},
+      {"s", OptionType::kCount, "128", "sequence length in tokens"},
       // The model.
-      {"h", OptionType::kCount, "128", "hidden size d_model (a multiple of a)"},
-      {"a", OptionType::kCount, "4", "attention heads; head size d = h/a"},
+      {"h", OptionType::kCount, "2560", "hidden size d_model (a multiple of a)"},
+      {"a", OptionType::kCount, "32", "attention heads; head size d = h/a"},
       {"a_kv", OptionType::kCount, "0", "key/value heads (grouped-query attention; divides a); 0 means a"},
-      {"f", OptionType::kCount, "0",
+      {"f", OptionType::kCount, "10240",
        "FFN width; 0 means 4h for mlp=gelu, and for mlp=swiglu 8h/3 rounded down then up to a multiple of 256 "
        "(Meta's Llama model.py, multiple_of=256: 11008 for h=4096)"},
-      {"L", OptionType::kCount, "2", "transformer layers"},
-      {"V", OptionType::kCount, "1000", "vocabulary size"},
+      {"L", OptionType::kCount, "32", "transformer layers"},
+      {"V", OptionType::kCount, "10000", "vocabulary size"},
       {"positions", OptionType::kCount, "0",
        "rows of the learned position table (rope=false) or the RoPE cos/sin table (rope=true); 0 means s"},
       {"dtype", OptionType::kChoice, "fp32", "element type of weights, gradients, optimizer state and activations",
