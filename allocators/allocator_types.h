@@ -6,6 +6,8 @@
 
 #include "allocators/buddy_allocator.h"
 #include "allocators/bump_allocator.h"
+#include "allocators/caching_bfc_allocator.h"
+#include "allocators/caching_pytorch_allocator.h"
 #include "allocators/coalescing_pool_allocator.h"
 #include "allocators/fixed_pool_allocator.h"
 #include "allocators/size_class_pool_allocator.h"
@@ -23,6 +25,7 @@ struct AllocatorTypeList {
 };
 
 using AllAllocatorTypes = AllocatorTypeList<BumpAllocator, SystemAllocator, BuddyAllocator, FixedPoolAllocator,
-                                            SizeClassPoolAllocator, CoalescingPoolAllocator>;
+                                            SizeClassPoolAllocator, CoalescingPoolAllocator, CachingPytorchAllocator,
+                                            CachingBfcAllocator>;
 
 }  // namespace tiermark

@@ -52,6 +52,8 @@ std::string invalid_reason(const OptionSpec& spec, std::string_view text) {
       for (const std::string& choice : spec.choices) why += " " + choice;
       return why;
     }
+    case OptionType::kText:
+      return "";
   }
   return "unknown option type";
 }
@@ -65,6 +67,7 @@ std::string_view option_type_name(OptionType type) {
     case OptionType::kNumber: return "number";
     case OptionType::kBool: return "bool";
     case OptionType::kChoice: return "choice";
+    case OptionType::kText: return "text";
   }
   return "unknown";
 }

@@ -19,6 +19,7 @@ enum class OptionType {
   kNumber,  // a non-negative decimal
   kBool,    // true/false (also 1/0, yes/no, on/off)
   kChoice,  // one of a fixed list of words
+  kText,    // any text, checked by the component itself (PyTorch's `[256:1,512:2,>:8]`, a list in brackets)
 };
 
 std::string_view option_type_name(OptionType type);
@@ -45,7 +46,7 @@ class Options {
   const std::string& choice(std::string_view key) const;
   // True when the option has a value (given, or a non-empty default).
   bool has(std::string_view key) const;
-  // The raw text of an option's value, for error messages.
+  // The raw text of an option's value: a kText option's value, or any option's for error messages.
   const std::string& text(std::string_view key) const;
 
   // `owner:key=value,...` with every option, defaults included, in declaration order.

@@ -25,7 +25,8 @@ TEST(Cli, ListJsonNamesEveryAllocatorWithOptionsAndDefaults) {
       EXPECT_TRUE(option.contains("name") && option.contains("default") && option.contains("description")) << option;
     }
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"bump", "system", "buddy", "pool.fixed", "pool.sizeclass", "pool.coalescing"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"bump", "system", "buddy", "pool.fixed", "pool.sizeclass", "pool.coalescing",
+                                             "caching.pytorch", "caching.bfc"}));
   const auto& fixed = json.at("allocators").at(3);
   EXPECT_EQ(fixed.at("options").at(0).at("name"), "block_size");
   EXPECT_EQ(fixed.at("options").at(0).at("default"), "1MiB");

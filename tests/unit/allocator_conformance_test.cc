@@ -178,12 +178,17 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"pool.sizeclass:max_size=64KiB,chunk=256KiB", "simulated", 256 << 10, "simulated:capacity=16MiB"},
         Case{"pool.sizeclass:max_size=64KiB,chunk=256KiB", "host", 256 << 10, "host:capacity=16MiB"},
         Case{"pool.coalescing:initial=4MiB", "simulated", 256 << 10, "simulated:capacity=16MiB"},
-        Case{"pool.coalescing:initial=4MiB", "host", 256 << 10, "host:capacity=16MiB"}),
+        Case{"pool.coalescing:initial=4MiB", "host", 256 << 10, "host:capacity=16MiB"},
+        Case{"caching.pytorch", "simulated", 256 << 10, "simulated:capacity=16MiB"},
+        Case{"caching.pytorch", "host", 256 << 10, "host:capacity=16MiB"},
+        Case{"caching.bfc", "simulated", 256 << 10, "simulated:capacity=16MiB"},
+        Case{"caching.bfc", "host", 256 << 10, "host:capacity=16MiB"}),
     case_name);
 
 // Every registered allocator is covered above: a new allocator must be added to the list.
 TEST(Conformance, CoversEveryRegisteredAllocator) {
-  std::set<std::string> covered = {"bump", "system", "buddy", "pool.fixed", "pool.sizeclass", "pool.coalescing"};
+  std::set<std::string> covered = {"bump", "system", "buddy", "pool.fixed", "pool.sizeclass", "pool.coalescing", "caching.pytorch",
+                                   "caching.bfc"};
   for (const ComponentInfo& info : allocator_catalog()) {
     EXPECT_TRUE(covered.count(std::string(info.name))) << info.name << " has no conformance case";
   }

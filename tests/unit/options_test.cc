@@ -63,5 +63,13 @@ TEST(Options, RejectNamesKeyAndValue) {
   }
 }
 
+TEST(Options, TextIsKeptAsWrittenForTheComponentToCheck) {
+  const std::vector<OptionSpec> specs = {{"divisions", OptionType::kText, "0", "per interval"}};
+  const Options options("caching.pytorch", specs, Settings{{"divisions", "[256:1,>:8]"}});
+  EXPECT_EQ(options.text("divisions"), "[256:1,>:8]");
+  EXPECT_EQ(options.canonical(), "caching.pytorch:divisions=[256:1,>:8]");
+  EXPECT_EQ(option_type_name(OptionType::kText), "text");
+}
+
 }  // namespace
 }  // namespace tiermark

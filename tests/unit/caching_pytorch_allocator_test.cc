@@ -1,0 +1,655 @@
+// caching.pytorch: every rule of PyTorch's CUDA caching allocator as modelled in
+// caching_pytorch_allocator.h (rounding, pools and segment sizes, best fit per stream, oversize blocks,
+// split thresholds, merging, the miss path with its retry and OOM, empty_cache, the memory fraction and
+// garbage collection) on the simulated device, with every expected number worked out by hand from
+// those rules in the comments; then seeded random churn against an independent model of live blocks,
+// with check_invariants() after every operation, on the simulated device and on host memory.
+#include "allocators/caching_pytorch_allocator.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "allocators/host_upstream.h"
+#include "allocators/registry.h"
+#include "allocators/simulated_upstream.h"
+#include "common/input_error.h"
+#include "tests/unit/test_support.h"
+
+namespace tiermark {
+namespace {
+
+constexpr std::uint64_t KiB = 1024;
+constexpr std::uint64_t MiB = 1024 * KiB;
+
+static_assert(AllocatorImpl<CachingPytorchAllocator>);
+
+Options pytorch_options(const std::string& settings) {
+  return make_options(settings.empty() ? "caching.pytorch" : "caching.pytorch:" + settings, CachingPytorchAllocator::kName,
+                      CachingPytorchAllocator::option_specs());
+}
+
+// An allocator on its own simulated device. alloc()/release() check the invariants after every
+// operation and keep an independent model of live blocks (no overlap).
+class Harness {
+ public:
+  explicit Harness(const std::string& settings = "", const std::string& memory = "simulated:capacity=80GiB")
+      : device_(make_upstream(memory)), allocator_(pytorch_options(settings), *device_), live_(device_->touchable()) {}
+
+  void* alloc(std::uint64_t size, StreamId stream = 0, std::size_t alignment = kDefaultAlignment) {
+    void* p = allocator_.allocate(size, alignment, stream);
+    EXPECT_EQ(allocator_.check_invariants(), "");
+    if (p != nullptr) {
+      EXPECT_EQ(address_of(p) % alignment, 0u);
+      EXPECT_EQ(live_.add(p, size, next_id_++), "");
+      sizes_[p] = {size, alignment, stream};
+    }
+    return p;
+  }
+  void release(void* p) {
+    const auto it = sizes_.find(p);
+    ASSERT_NE(it, sizes_.end());
+    EXPECT_EQ(live_.remove(p, it->second.size), "");
+    allocator_.deallocate(p, it->second.size, it->second.alignment, it->second.stream);
+    sizes_.erase(it);
+    EXPECT_EQ(allocator_.check_invariants(), "");
+  }
+  void trim() {
+    allocator_.trim();
+    EXPECT_EQ(allocator_.check_invariants(), "");
+  }
+
+  CachingPytorchAllocator& a() { return allocator_; }
+  PytorchMemoryStats ms() const { return allocator_.memory_stats(); }
+  std::uint64_t reserved() const { return allocator_.memory_stats().reserved_bytes.current; }
+  std::uint64_t allocated() const { return allocator_.memory_stats().allocated_bytes.current; }
+  std::uint64_t device_allocs() const { return device_->stats().allocs; }
+  std::uint64_t device_frees() const { return device_->stats().frees; }
+  std::uint64_t device_refusals() const { return device_->stats().failed; }
+  std::size_t segments() const { return allocator_.snapshot().size(); }
+
+ private:
+  struct Request {
+    std::uint64_t size;
+    std::size_t alignment;
+    StreamId stream;
+  };
+  std::unique_ptr<Upstream> device_;
+  CachingPytorchAllocator allocator_;
+  testing::LiveBlocks live_;
+  std::map<void*, Request> sizes_;
+  std::uint64_t next_id_ = 0;
+};
+
+// ---- Rounding ----------------------------------------------------------------------------------------
+
+TEST(CachingPytorch, RoundsTo512ByteMultiples) {
+  Harness h;
+  // round_size: below 512 -> 512; else up to a multiple of 512.
+  EXPECT_EQ(h.a().round_size(1), 512u);
+  EXPECT_EQ(h.a().round_size(512), 512u);
+  EXPECT_EQ(h.a().round_size(513), 1024u);
+  EXPECT_EQ(h.a().round_size(1000), 1024u);
+  EXPECT_EQ(h.a().round_size(3 * MiB + 1), 3 * MiB + 512);
+  void* p = h.alloc(1000);
+  EXPECT_EQ(h.allocated(), 1024u);
+  EXPECT_EQ(h.ms().requested_bytes.current, 1000u);
+  h.release(p);
+}
+
+TEST(CachingPytorch, RoundupPower2Divisions) {
+  // The helper splits [1024, 2048) into 4 steps 1024, 1280, 1536, 1792: 1200 -> 1280 (its comment's example).
+  EXPECT_EQ(CachingPytorchAllocator::roundup_power2_next_division(1200, 4), 1280u);
+  EXPECT_EQ(CachingPytorchAllocator::roundup_power2_next_division(2048, 4), 2048u);  // powers of two stay
+  Harness h("roundup_power2_divisions=4");
+  // round_size applies it only above 512 x divisions = 2048 B, so 1200 B is rounded plainly to 1536 B.
+  EXPECT_EQ(h.a().round_size(1200), 1536u);
+  // 9000 in [8192, 16384): steps of 2048 -> 10240 (plain rounding would give 9216).
+  EXPECT_EQ(h.a().round_size(9000), 10240u);
+  // 1 MiB + 1 in [1 MiB, 2 MiB): steps of 256 KiB -> 1.25 MiB, a large-pool request.
+  EXPECT_EQ(h.a().round_size(MiB + 1), MiB + 256 * KiB);
+  void* p = h.alloc(9000);
+  EXPECT_EQ(h.allocated(), 10240u);
+  h.release(p);
+}
+
+TEST(CachingPytorch, ParsesPerIntervalDivisionsAsAllocatorConfig) {
+  std::string why;
+  // Interval i holds sizes in [2^i MiB, 2^(i+1) MiB). 256 -> index 8, 512 -> 9, 1024 -> 10; the first
+  // entry also fills every interval below it, `>` fills every interval after the last one named.
+  const auto d = CachingPytorchAllocator::parse_divisions("[256:1,512:2,1024:4,>:8]", why);
+  ASSERT_TRUE(d.has_value()) << why;
+  const CachingPytorchAllocator::Divisions expected = {1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 4, 8, 8, 8, 8, 8};
+  EXPECT_EQ(*d, expected);
+  const auto single = CachingPytorchAllocator::parse_divisions("4", why);
+  ASSERT_TRUE(single.has_value());
+  EXPECT_EQ((*single)[0], 4u);
+  EXPECT_EQ((*single)[15], 4u);
+  EXPECT_FALSE(CachingPytorchAllocator::parse_divisions("3", why).has_value());
+  EXPECT_FALSE(CachingPytorchAllocator::parse_divisions("[256:3]", why).has_value());
+  EXPECT_FALSE(CachingPytorchAllocator::parse_divisions("[300:2]", why).has_value());
+  EXPECT_FALSE(CachingPytorchAllocator::parse_divisions("[256:2", why).has_value());
+  EXPECT_FALSE(CachingPytorchAllocator::parse_divisions("[256]", why).has_value());
+}
+
+// ---- Pools and segment sizes -------------------------------------------------------------------------
+
+TEST(CachingPytorch, SmallLargeAndOwnSegmentsReserve34MiB) {
+  Harness h;
+  // 1000 B -> 1024 B, small pool: a 2 MiB segment.
+  h.alloc(1000);
+  EXPECT_EQ(h.reserved(), 2 * MiB);
+  // 3 MiB, large pool (1..10 MiB): a 20 MiB segment, split: the 17 MiB rest stays cached.
+  h.alloc(3 * MiB);
+  EXPECT_EQ(h.reserved(), 22 * MiB);
+  // 12 MiB: the lower bound of 12 MiB is the cached 17 MiB block; split again (rest 5 MiB > 1 MiB).
+  h.alloc(12 * MiB);
+  EXPECT_EQ(h.reserved(), 22 * MiB);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  // 12 MiB again: only 5 MiB is cached, so a segment of its own, 12 MiB rounded to 2 MiB = 12 MiB.
+  h.alloc(12 * MiB);
+  EXPECT_EQ(h.reserved(), 34 * MiB);  // 2 + 20 + 12
+  EXPECT_EQ(h.device_allocs(), 3u);
+  EXPECT_EQ(h.ms().segment.current, 3u);
+  EXPECT_EQ(h.ms().num_device_alloc, 3u);
+  // Allocated: 1024 + 3 MiB + 12 MiB + 12 MiB; free inside segments: 2 MiB - 1024 + 5 MiB.
+  EXPECT_EQ(h.allocated(), 1024 + 27 * MiB);
+  EXPECT_EQ(h.a().stats().free_bytes, 7 * MiB - 1024);
+  EXPECT_EQ(h.a().stats().largest_free_block, 5 * MiB);
+}
+
+TEST(CachingPytorch, SmallSegmentPacksFourHalfMiBBlocks) {
+  Harness h;
+  // 4 x 512 KiB = 2 MiB: the first takes a new 2 MiB segment (rest 1.5 MiB), the next two split it
+  // further, the fourth takes the last 512 KiB exactly. The fifth needs a second segment.
+  for (int i = 0; i < 4; ++i) h.alloc(512 * KiB);
+  EXPECT_EQ(h.device_allocs(), 1u);
+  EXPECT_EQ(h.a().snapshot().front().blocks.size(), 4u);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 0u);
+  h.alloc(512 * KiB);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  EXPECT_EQ(h.reserved(), 4 * MiB);
+}
+
+TEST(CachingPytorch, OwnSegmentRoundsUpTo2MiBAndSplitsTheTail) {
+  Harness h;
+  // 10 MiB + 1 B -> 10 MiB + 512 B (>= 10 MiB): its own segment of 12 MiB; the tail 2 MiB - 512 B is more
+  // than 1 MiB, so it is split off and cached.
+  h.alloc(10 * MiB + 1);
+  EXPECT_EQ(h.reserved(), 12 * MiB);
+  EXPECT_EQ(h.allocated(), 10 * MiB + 512);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 2 * MiB - 512);
+}
+
+// ---- Split thresholds ----------------------------------------------------------------------------------
+
+TEST(CachingPytorch, SmallPoolSplitsDownTo512Bytes) {
+  Harness h;
+  // 1 MiB (small: <= 1 MiB) from a 2 MiB segment leaves 1 MiB; 1 MiB - 512 B takes it and leaves exactly
+  // 512 B (>= 512: split); a 512 B request takes that. Three blocks tile the segment, nothing free.
+  h.alloc(MiB);
+  h.alloc(MiB - 512);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 512u);
+  h.alloc(512);
+  EXPECT_EQ(h.device_allocs(), 1u);
+  EXPECT_EQ(h.a().snapshot().front().blocks.size(), 3u);
+  EXPECT_EQ(h.allocated(), 2 * MiB);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 0u);
+}
+
+TEST(CachingPytorch, LargePoolKeepsUpTo1MiBOfSlackUnsplit) {
+  Harness h;
+  // 9 MiB -> a 20 MiB segment, rest 11 MiB split off. 10 MiB takes the 11 MiB block: rest exactly 1 MiB,
+  // not more than 1 MiB, so no split: the caller's block is 11 MiB.
+  h.alloc(9 * MiB);
+  h.alloc(10 * MiB);
+  EXPECT_EQ(h.device_allocs(), 1u);
+  EXPECT_EQ(h.allocated(), 20 * MiB);  // 9 + 11
+  EXPECT_EQ(h.ms().requested_bytes.current, 19 * MiB);
+  EXPECT_EQ(h.a().stats().free_bytes, 0u);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 0u);
+}
+
+// ---- Best fit and streams ------------------------------------------------------------------------------
+
+TEST(CachingPytorch, BestFitTakesTheSmallestBlockThatFits) {
+  Harness h;
+  // One 20 MiB segment: a 4 | b 2 | c 3 | d 2 | 9 MiB free. Free a and c: free blocks 4, 3 and 9 MiB.
+  void* a = h.alloc(4 * MiB);
+  h.alloc(2 * MiB);
+  void* c = h.alloc(3 * MiB);
+  h.alloc(2 * MiB);
+  h.release(a);
+  h.release(c);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 16 * MiB);
+  // 3 MiB: exactly c's block. 3.5 MiB: a's 4 MiB block (rest 0.5 MiB, unsplit), not the 9 MiB tail.
+  EXPECT_EQ(h.alloc(3 * MiB), c);
+  EXPECT_EQ(h.alloc(3 * MiB + 512 * KiB), a);
+  EXPECT_EQ(h.allocated(), 11 * MiB);  // 4 + 2 + 3 + 2
+  EXPECT_EQ(h.device_allocs(), 1u);
+}
+
+TEST(CachingPytorch, EqualSizesGoToTheLowestAddress) {
+  Harness h;
+  // Segment 1: x 1 MiB | y 1 MiB (exact fit, no split). Segment 2: z 1 MiB | 1 MiB free. Free x: two free
+  // 1 MiB blocks in the small pool of stream 0; a 1 MiB request takes the one at the lower address.
+  void* x = h.alloc(MiB);
+  h.alloc(MiB);
+  void* z = h.alloc(MiB);
+  h.release(x);
+  const std::uintptr_t other = address_of(z) + MiB;
+  void* p = h.alloc(MiB);
+  EXPECT_EQ(address_of(p), std::min(address_of(x), other));
+  EXPECT_EQ(h.device_allocs(), 2u);
+}
+
+TEST(CachingPytorch, StreamsNeverShareBlocks) {
+  Harness h;
+  // Stream 0 caches a 2 MiB small segment; stream 1 cannot use it and gets its own; stream 0 reuses its own.
+  void* p = h.alloc(KiB, 0);
+  h.release(p);
+  void* q = h.alloc(KiB, 1);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  EXPECT_EQ(h.reserved(), 4 * MiB);
+  EXPECT_EQ(h.alloc(KiB, 0), p);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  h.release(q);
+  // Large pool too: a cached 20 MiB segment of stream 1 does not serve stream 2.
+  void* r = h.alloc(3 * MiB, 1);
+  h.release(r);
+  h.alloc(3 * MiB, 2);
+  EXPECT_EQ(h.device_allocs(), 4u);
+  EXPECT_EQ(h.reserved(), 44 * MiB);  // 2 + 2 + 20 + 20
+}
+
+// ---- Oversize blocks (max_split_size) -----------------------------------------------------------------
+
+TEST(CachingPytorch, OversizeBlocksServeOnlyOversizeRequestsWithinTheRounding) {
+  Harness h("max_split_size=40MiB");
+  // 50 MiB: own segment of 50 MiB, cached after the free.
+  h.release(h.alloc(50 * MiB));
+  // 30 MiB < 40 MiB may not take the 50 MiB block (>= 40 MiB): a new 30 MiB segment.
+  void* b = h.alloc(30 * MiB);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  EXPECT_EQ(h.reserved(), 80 * MiB);
+  h.release(b);
+  // 45 MiB >= 40 MiB takes the 50 MiB block (50 < 45 + 20) and never splits it: allocated 50 MiB.
+  void* c = h.alloc(45 * MiB);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  EXPECT_EQ(h.allocated(), 50 * MiB);
+  h.release(c);
+  // 41 MiB: lower bound is the 50 MiB block (the 30 MiB one is smaller), 50 < 41 + 20: taken whole.
+  void* d = h.alloc(41 * MiB);
+  EXPECT_EQ(h.allocated(), 50 * MiB);
+  h.release(d);
+  h.trim();
+  EXPECT_EQ(h.reserved(), 0u);
+  // A cached 64 MiB block is too big for 42 MiB (64 >= 42 + 20): a new 42 MiB segment.
+  h.release(h.alloc(64 * MiB));
+  h.alloc(42 * MiB);
+  EXPECT_EQ(h.reserved(), 106 * MiB);  // 64 + 42
+}
+
+TEST(CachingPytorch, MaxNonSplitRoundingWidensTheWindow) {
+  Harness h("max_split_size=40MiB,max_non_split_rounding=30MiB");
+  // With 30 MiB of rounding a cached 64 MiB block serves 42 MiB (64 < 42 + 30).
+  h.release(h.alloc(64 * MiB));
+  h.alloc(42 * MiB);
+  EXPECT_EQ(h.reserved(), 64 * MiB);
+  EXPECT_EQ(h.allocated(), 64 * MiB);
+}
+
+TEST(CachingPytorch, MissFreesCachedOversizeBlocksFirst) {
+  // Device of 80 MiB, max_split_size 40 MiB. 60 MiB cached; 30 MiB cannot take it and a new 30 MiB
+  // segment does not fit (60 + 30 > 80): release_available_cached_blocks frees the oversize 60 MiB block
+  // (lower bound of max(30, 40) = 40 MiB) and the second attempt succeeds. Not a retry, not an OOM.
+  Harness h("max_split_size=40MiB", "simulated:capacity=80MiB");
+  h.release(h.alloc(60 * MiB));
+  ASSERT_NE(h.alloc(30 * MiB), nullptr);
+  EXPECT_EQ(h.reserved(), 30 * MiB);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  EXPECT_EQ(h.device_frees(), 1u);
+  EXPECT_EQ(h.device_refusals(), 1u);
+  EXPECT_EQ(h.ms().num_alloc_retries, 0u);
+  EXPECT_EQ(h.ms().num_ooms, 0u);
+}
+
+// ---- Merging and empty_cache ---------------------------------------------------------------------------
+
+TEST(CachingPytorch, FreeMergesWithBothNeighbours) {
+  Harness h;
+  // a 1 KiB | b 2 KiB | c 4 KiB | rest in one 2 MiB segment.
+  void* a = h.alloc(KiB);
+  void* b = h.alloc(2 * KiB);
+  void* c = h.alloc(4 * KiB);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 2 * MiB - 7 * KiB);
+  // Free a: no free neighbour, a free 1 KiB block of a split segment.
+  h.release(a);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 2 * MiB - 6 * KiB);
+  // Free c: merges with the free rest: 2 MiB - 3 KiB. Free b: merges with both: the whole segment, unsplit.
+  h.release(c);
+  EXPECT_EQ(h.a().snapshot().front().blocks.size(), 3u);
+  h.release(b);
+  const auto segments = h.a().snapshot();
+  ASSERT_EQ(segments.size(), 1u);
+  ASSERT_EQ(segments.front().blocks.size(), 1u);
+  EXPECT_EQ(segments.front().blocks.front().size, 2 * MiB);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 0u);
+  EXPECT_EQ(h.ms().inactive_split_bytes.peak, 2 * MiB - 1 * KiB);
+  // Merging never returns memory: the segment stays cached until empty_cache.
+  EXPECT_EQ(h.reserved(), 2 * MiB);
+  EXPECT_EQ(h.device_frees(), 0u);
+}
+
+TEST(CachingPytorch, EmptyCacheReleasesOnlyWholeSegments) {
+  Harness h;
+  // Three segments: small 2 MiB (one live 1 KiB block); 2 MiB from a 20 MiB segment (rest 18 MiB); 19 MiB
+  // (18 < 19: a miss) from its own segment, 19 MiB rounded to 2 MiB = 20 MiB, rest 1 MiB unsplit.
+  h.alloc(KiB);
+  void* p = h.alloc(2 * MiB);
+  void* q = h.alloc(19 * MiB);
+  h.release(p);
+  h.release(q);
+  EXPECT_EQ(h.reserved(), 42 * MiB);
+  // trim(): the two wholly free segments go back; the split small segment stays (2 MiB - 1 KiB of it is
+  // unreturnable inactive split memory).
+  h.trim();
+  EXPECT_EQ(h.reserved(), 2 * MiB);
+  EXPECT_EQ(h.device_frees(), 2u);
+  EXPECT_EQ(h.ms().num_device_free, 2u);
+  EXPECT_EQ(h.ms().segment.current, 1u);
+  EXPECT_EQ(h.ms().segment.peak, 3u);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 2 * MiB - KiB);
+  EXPECT_EQ(h.ms().reserved_bytes.peak, 42 * MiB);
+}
+
+// ---- The miss path: retry and OOM ----------------------------------------------------------------------
+
+TEST(CachingPytorch, RetryAfterFreeingCachedSegmentsIsCounted) {
+  // Device of 24 MiB. 15 MiB -> 16 MiB segment, freed and cached. 20 MiB: 16 < 20, no fit; a 20 MiB
+  // segment does not fit beside it (16 + 20 > 24); no max_split_size, so straight to release_cached_blocks,
+  // which frees the cached 16 MiB segment, and the retry (num_alloc_retries 1) succeeds.
+  Harness h("", "simulated:capacity=24MiB");
+  h.release(h.alloc(15 * MiB));
+  ASSERT_NE(h.alloc(20 * MiB), nullptr);
+  EXPECT_EQ(h.ms().num_alloc_retries, 1u);
+  EXPECT_EQ(h.ms().num_ooms, 0u);
+  EXPECT_EQ(h.reserved(), 20 * MiB);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  EXPECT_EQ(h.device_frees(), 1u);
+  EXPECT_EQ(h.a().stats().failed_requests, 0u);
+}
+
+TEST(CachingPytorch, OomIsCountedAndTheAllocatorStaysUsable) {
+  // Device of 24 MiB: a cached small 2 MiB segment and a live 15 MiB block (16 MiB segment): 18 MiB.
+  // 7 MiB needs a 20 MiB segment: 18 + 20 > 24 refused; release_cached_blocks frees the small segment
+  // (16 MiB left), the retry is refused again (16 + 20 > 24): num_alloc_retries 1, num_ooms 1, nullptr.
+  Harness h("", "simulated:capacity=24MiB");
+  h.release(h.alloc(KiB));
+  void* big = h.alloc(15 * MiB);
+  EXPECT_EQ(h.reserved(), 18 * MiB);
+  EXPECT_EQ(h.alloc(7 * MiB), nullptr);
+  EXPECT_EQ(h.ms().num_alloc_retries, 1u);
+  EXPECT_EQ(h.ms().num_ooms, 1u);
+  EXPECT_EQ(h.a().stats().failed_requests, 1u);
+  EXPECT_EQ(h.device_refusals(), 2u);
+  EXPECT_EQ(h.device_frees(), 1u);
+  EXPECT_EQ(h.reserved(), 16 * MiB);
+  // Freeing the 15 MiB block caches its 16 MiB segment; 7 MiB is then carved from it (rest 9 MiB > 1 MiB:
+  // split) without any device call.
+  h.release(big);
+  ASSERT_NE(h.alloc(7 * MiB), nullptr);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  EXPECT_EQ(h.allocated(), 7 * MiB);
+  EXPECT_EQ(h.a().stats().failed_requests, 1u);
+}
+
+TEST(CachingPytorch, SplitSegmentsCannotBeReturnedEvenUnderPressure) {
+  // PR 44742's failure mode in miniature, on a 40 MiB device. Segment 1: a 2 MiB | x 18 MiB (x takes the
+  // 18 MiB rest whole). Segment 2: b 2 MiB | y 18 MiB. Free a and y: 20 MiB cached, all in split segments.
+  // 22 MiB (own 22 MiB segment) does not fit (40 + 22 > 40), and release_cached_blocks finds no unsplit
+  // segment to free: the retry fails too, an OOM with 20 MiB cached.
+  Harness h("", "simulated:capacity=40MiB");
+  void* a = h.alloc(2 * MiB);
+  h.alloc(18 * MiB);
+  h.alloc(2 * MiB);
+  void* y = h.alloc(18 * MiB);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  h.release(a);
+  h.release(y);
+  EXPECT_EQ(h.reserved(), 40 * MiB);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 20 * MiB);
+  EXPECT_EQ(h.alloc(22 * MiB), nullptr);
+  EXPECT_EQ(h.ms().num_ooms, 1u);
+  EXPECT_EQ(h.ms().num_alloc_retries, 1u);
+  EXPECT_EQ(h.device_frees(), 0u);
+  h.trim();  // empty_cache cannot help either
+  EXPECT_EQ(h.reserved(), 40 * MiB);
+}
+
+// ---- Memory fraction and garbage collection ------------------------------------------------------------
+
+TEST(CachingPytorch, MemoryFractionRefusesWithoutADeviceCall) {
+  // Capacity 100 MiB x 0.5 = 50 MiB allowed. 30 MiB live; 22 MiB would make 52 > 50: refused by the limit
+  // before the device is asked (no device refusal), retried after release_cached_blocks (nothing cached),
+  // refused again: one retry, one OOM.
+  Harness h("per_process_memory_fraction=0.5", "simulated:capacity=100MiB");
+  EXPECT_EQ(h.a().memory_limit(), 50 * MiB);
+  h.alloc(30 * MiB);
+  EXPECT_EQ(h.alloc(22 * MiB), nullptr);
+  EXPECT_EQ(h.device_refusals(), 0u);
+  EXPECT_EQ(h.ms().num_alloc_retries, 1u);
+  EXPECT_EQ(h.ms().num_ooms, 1u);
+  // 20 MiB fits exactly: 30 + 20 = 50.
+  EXPECT_NE(h.alloc(20 * MiB), nullptr);
+  EXPECT_EQ(h.reserved(), 50 * MiB);
+}
+
+// The garbage collection scenario: limit 50 MiB (100 MiB x 0.5); the GC threshold is 0.7 x 50 = 35 MiB.
+// Large-pool searches are the clock: s1..s5 below.
+void run_gc_scenario(Harness& h) {
+  h.alloc(3 * MiB, 1);         // s1: stream 1, 20 MiB segment split 3 | 17 (reserved 20)
+  void* a = h.alloc(12 * MiB);  // s2: miss, reserved 20 <= 35: no GC; own 12 MiB segment (32)
+  void* b = h.alloc(14 * MiB, 2);  // s3: miss, 32 <= 35: no GC; own 14 MiB segment (46)
+  h.release(a);                 // A cached at clock 3
+  h.alloc(1536 * KiB, 1);       // s4: hit in stream 1's 17 MiB block
+  h.release(b);                 // B cached at clock 4
+  h.alloc(1536 * KiB, 1);       // s5: hit
+  // A small-pool miss on stream 3 (the small pool has its own clock). With GC: reserved 46 > 35, target
+  // 11 MiB; candidates (unsplit large blocks): A age 5-3 = 2, B age 5-4 = 1, mean 1.5: A (12 MiB) is freed,
+  // 12 >= 11 ends it; B stays. Then a 2 MiB segment.
+  h.alloc(512 * KiB, 3);
+}
+
+TEST(CachingPytorch, GarbageCollectionFreesOldCachedBlocksFirst) {
+  Harness h("per_process_memory_fraction=0.5,garbage_collection_threshold=0.7", "simulated:capacity=100MiB");
+  run_gc_scenario(h);
+  EXPECT_EQ(h.device_frees(), 1u);
+  EXPECT_EQ(h.reserved(), 36 * MiB);  // 46 - 12 + 2
+  bool b_cached = false;
+  for (const auto& segment : h.a().snapshot()) b_cached = b_cached || (segment.size == 14 * MiB && segment.stream == 2);
+  EXPECT_TRUE(b_cached);
+  EXPECT_EQ(h.ms().num_alloc_retries, 0u);
+}
+
+TEST(CachingPytorch, WithoutTheThresholdNothingIsCollected) {
+  Harness h("per_process_memory_fraction=0.5", "simulated:capacity=100MiB");
+  run_gc_scenario(h);
+  EXPECT_EQ(h.device_frees(), 0u);
+  EXPECT_EQ(h.reserved(), 48 * MiB);  // 46 + 2, both cached segments kept
+}
+
+// ---- Alignment, options, stats -------------------------------------------------------------------------
+
+TEST(CachingPytorch, OverAlignedRequestsGetAnAlignedPointerInsideTheirBlock) {
+  Harness h;
+  // alignment 4096: the block is round_size(100 + 4096 - 512) = 4096 B, the pointer its first 4096-aligned
+  // address; freeing that pointer frees the whole block.
+  void* p = h.alloc(100, 0, 4096);
+  EXPECT_EQ(h.allocated(), 4096u);
+  void* q = h.alloc(100, 0, 4096);
+  EXPECT_EQ(h.allocated(), 8192u);
+  h.release(p);
+  h.release(q);
+  EXPECT_EQ(h.allocated(), 0u);
+  EXPECT_EQ(h.a().snapshot().front().blocks.size(), 1u);
+}
+
+TEST(CachingPytorch, RejectsBadOptionsInOneLine) {
+  SimulatedUpstream device(make_options("simulated:capacity=1GiB", "simulated", SimulatedUpstream::option_specs()));
+  HostUpstream host(make_options("host", "host", HostUpstream::option_specs()));
+  const auto rejects = [&](const std::string& settings, Upstream& upstream, const std::string& fragment) {
+    try {
+      CachingPytorchAllocator a(pytorch_options(settings), upstream);
+      ADD_FAILURE() << settings << " was accepted";
+    } catch (const InputError& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find(fragment), std::string::npos) << message;
+      EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    }
+  };
+  rejects("max_split_size=20MiB", device, "more than 20MiB");
+  rejects("max_non_split_rounding=10MiB", device, "at least 20MiB");
+  rejects("roundup_power2_divisions=3", device, "power of two");
+  rejects("garbage_collection_threshold=1.5", device, "(0, 1)");
+  rejects("per_process_memory_fraction=0", device, "(0, 1]");
+  rejects("per_process_memory_fraction=0.5", host, "capacity");
+  rejects("expandable_segments=true", device, "not yet supported");
+  rejects("roundup_power2_divisions=[256:3]", device, "roundup_power2_divisions");
+  CachingPytorchAllocator fine(pytorch_options("max_split_size=21MiB,roundup_power2_divisions=8"), device);
+  EXPECT_EQ(fine.divisions()[3], 8u);
+  // The per-interval form, through the spec syntax (commas inside brackets stay in the value).
+  CachingPytorchAllocator intervals(pytorch_options("roundup_power2_divisions=[256:1,512:2,1024:4,>:8]"), device);
+  EXPECT_EQ(intervals.divisions()[8], 1u);
+  EXPECT_EQ(intervals.divisions()[10], 4u);
+  EXPECT_EQ(intervals.divisions()[15], 8u);
+}
+
+TEST(CachingPytorch, StatsMirrorTorchMemoryStats) {
+  Harness h;
+  void* p = h.alloc(3 * MiB);  // 20 MiB segment: 3 MiB block + 17 MiB inactive split
+  void* q = h.alloc(700);      // 2 MiB segment: 1024 B block
+  PytorchMemoryStats s = h.ms();
+  EXPECT_EQ(s.allocated_bytes.current, 3 * MiB + 1024);
+  EXPECT_EQ(s.active_bytes.current, s.allocated_bytes.current);
+  EXPECT_EQ(s.requested_bytes.current, 3 * MiB + 700);
+  EXPECT_EQ(s.reserved_bytes.current, 22 * MiB);
+  EXPECT_EQ(s.inactive_split_bytes.current, 17 * MiB + 2 * MiB - 1024);
+  EXPECT_EQ(s.segment.current, 2u);
+  h.release(p);
+  h.release(q);
+  s = h.ms();
+  EXPECT_EQ(s.allocated_bytes.current, 0u);
+  EXPECT_EQ(s.allocated_bytes.peak, 3 * MiB + 1024);
+  EXPECT_EQ(s.inactive_split_bytes.current, 0u);
+  const AllocatorStats t = h.a().stats();
+  EXPECT_EQ(t.reserved_bytes.current, 22 * MiB);
+  EXPECT_EQ(t.upstream_allocs, 2u);
+  EXPECT_EQ(t.free_bytes, 22 * MiB);
+  EXPECT_EQ(t.largest_free_block, 20 * MiB);
+}
+
+TEST(CachingPytorch, ExhaustionThroughTheAdapterAsTheConformanceSuiteDoes) {
+  // 64 KiB blocks on a 16 MiB device: 8 small segments of 2 MiB x 32 blocks = 256 blocks, then the device
+  // refuses: release_cached_blocks frees nothing (all segments split), the retry fails: one failed request.
+  auto device = make_upstream("simulated:capacity=16MiB");
+  AllocatorAdapter<CachingPytorchAllocator> a(pytorch_options(""), *device);
+  std::vector<void*> blocks;
+  for (void* p; (p = a.allocate(64 * KiB, kDefaultAlignment, 0)) != nullptr;) blocks.push_back(p);
+  EXPECT_EQ(blocks.size(), 256u);
+  EXPECT_EQ(a.stats().failed_requests, 1u);
+  EXPECT_EQ(a.allocate(64 * KiB, kDefaultAlignment, 0), nullptr);
+  EXPECT_EQ(a.stats().failed_requests, 2u);
+  EXPECT_EQ(a.concrete().memory_stats().num_ooms, 2u);
+  // Free the older half (the first 4 segments, whole and cached): the next request is a hit.
+  for (std::size_t i = 0; i < 128; ++i) a.deallocate(blocks[i], 64 * KiB, kDefaultAlignment, 0);
+  EXPECT_EQ(a.check_invariants(), "");
+  void* again = a.allocate(64 * KiB, kDefaultAlignment, 0);
+  EXPECT_NE(again, nullptr);
+  EXPECT_EQ(device->stats().allocs, 8u);
+  a.deallocate(again, 64 * KiB, kDefaultAlignment, 0);
+  for (std::size_t i = 128; i < blocks.size(); ++i) a.deallocate(blocks[i], 64 * KiB, kDefaultAlignment, 0);
+  EXPECT_EQ(a.check_invariants(), "");
+  EXPECT_EQ(a.stats().allocated_bytes.current, 0u);
+}
+
+// ---- Randomized churn against a model ------------------------------------------------------------------
+
+void churn(const std::string& settings, const std::string& memory, std::uint64_t max_size, int ops, bool may_fail) {
+  auto upstream = make_upstream(memory);
+  CachingPytorchAllocator a(pytorch_options(settings), *upstream);
+  testing::LiveBlocks live(upstream->touchable());
+  struct Live {
+    void* p;
+    std::size_t size;
+    std::size_t alignment;
+    StreamId stream;
+  };
+  std::vector<Live> blocks;
+  std::mt19937_64 rng(20261123);
+  std::uniform_real_distribution<double> log_size(0.0, std::log(double(max_size)));
+  const std::size_t alignments[] = {16, 16, 16, 256, 512, 1024, 4096};
+  std::uint64_t requested = 0, failures = 0;
+  for (int op = 0; op < ops; ++op) {
+    const bool allocate = blocks.empty() || (blocks.size() < 600 && rng() % 100 < (blocks.size() < 300 ? 60u : 40u));
+    if (op % 5000 == 4999) {
+      a.trim();
+    } else if (allocate) {
+      const auto size = std::max<std::size_t>(1, static_cast<std::size_t>(std::exp(log_size(rng))));
+      const std::size_t alignment = alignments[rng() % std::size(alignments)];
+      const auto stream = static_cast<StreamId>(rng() % 3);
+      void* p = a.allocate(size, alignment, stream);
+      if (p == nullptr) {
+        ASSERT_TRUE(may_fail) << "op " << op;
+        ++failures;
+      } else {
+        ASSERT_EQ(address_of(p) % alignment, 0u);
+        ASSERT_EQ(live.add(p, size, static_cast<std::uint64_t>(op)), "") << "op " << op;
+        blocks.push_back({p, size, alignment, stream});
+        requested += size;
+      }
+    } else {
+      const std::size_t victim = rng() % blocks.size();
+      const Live block = blocks[victim];
+      blocks[victim] = blocks.back();
+      blocks.pop_back();
+      ASSERT_EQ(live.remove(block.p, block.size), "") << "op " << op;
+      a.deallocate(block.p, block.size, block.alignment, block.stream);
+      requested -= block.size;
+    }
+    ASSERT_EQ(a.check_invariants(), "") << "after op " << op;
+    const AllocatorStats s = a.stats();
+    ASSERT_EQ(s.requested_bytes.current, requested);
+    ASSERT_EQ(s.failed_requests, failures);
+    ASSERT_EQ(s.reserved_bytes.current, upstream->stats().bytes.current);
+    ASSERT_LE(s.largest_free_block, s.free_bytes);
+  }
+  for (const Live& block : blocks) {
+    ASSERT_EQ(live.remove(block.p, block.size), "");
+    a.deallocate(block.p, block.size, block.alignment, block.stream);
+  }
+  ASSERT_EQ(a.check_invariants(), "");
+  a.trim();
+  ASSERT_EQ(a.check_invariants(), "");
+  // Every block freed and the cache emptied: every segment is one whole free block and goes back.
+  EXPECT_EQ(a.stats().reserved_bytes.current, 0u);
+  EXPECT_EQ(upstream->stats().bytes.current, 0u);
+  EXPECT_EQ(a.memory_stats().inactive_split_bytes.current, 0u);
+}
+
+TEST(CachingPytorch, RandomChurnOnTheSimulatedDevice) { churn("", "simulated:capacity=80GiB", 64 * MiB, 40'000, false); }
+
+TEST(CachingPytorch, RandomChurnWithEveryOptionUnderPressure) {
+  churn("max_split_size=24MiB,roundup_power2_divisions=4,per_process_memory_fraction=0.9,garbage_collection_threshold=0.5",
+        "simulated:capacity=2GiB", 48 * MiB, 40'000, true);
+}
+
+TEST(CachingPytorch, RandomChurnOnHostMemory) { churn("", "host:capacity=1GiB", 4 * MiB, 20'000, false); }
+
+}  // namespace
+}  // namespace tiermark
