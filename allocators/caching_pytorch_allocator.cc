@@ -1,12 +1,13 @@
 // The cold half of CachingPytorchAllocator: options, the miss path (garbage collection, new segments,
-// the two release-and-retry steps), releasing segments, statistics and the invariant checker. The hit
-// path (round, search, split, merge) is inline in the header. Function names follow
+// the two release-and-retry steps), releasing segments, expandable segments (find, map, unmap, give up a
+// range), statistics and the invariant checker. The hit path (round, search, split, merge) is inline
+// in the header. Function names follow
 // c10/cuda/CUDACachingAllocator.cpp so each can be compared with its original.
 #include "allocators/caching_pytorch_allocator.h"
 
 #include <algorithm>
 #include <new>
-#include <set>
+#include <map>
 
 namespace tiermark {
 namespace {
@@ -33,13 +34,25 @@ const std::vector<OptionSpec> kPytorchOptions = {
     {"per_process_memory_fraction", OptionType::kNumber, "",
      "limit reserved bytes to this fraction of the upstream capacity (torch.cuda.set_per_process_memory_fraction); "
      "in (0, 1]; unset means no limit"},
-    {"expandable_segments", OptionType::kBool, "false", "one growable segment per stream and pool (not yet supported)"},
+    {"expandable_segments", OptionType::kBool, "false",
+     "per stream and pool one virtual range of 1.125 x the device capacity, mapped in 2MiB (small) or 20MiB (large) "
+     "pages on demand and unmapped by empty_cache (PyTorch expandable_segments); simulated upstreams only"},
 };
 
 // Segments are asked for at the block quantum; cudaMalloc's own 256 B guarantee is below it.
 constexpr std::size_t kSegmentAlignment = CachingPytorchAllocator::kMinBlockSize;
 // This project's choice: enough for a thousand live blocks before the first rehash.
 constexpr std::size_t kInitialBuckets = 1024;
+// Expandable ranges start at multiples of this, with one unit of unused space between neighbours.
+constexpr std::uint64_t kRangeAlignment = std::uint64_t{1} << 30;
+
+// Round up to a multiple of `m`, which need not be a power of two (20 MiB pages are not).
+constexpr std::uint64_t round_up(std::uint64_t x, std::uint64_t m) noexcept { return (x + m - 1) / m * m; }
+
+// A free mapped block with a neighbour: counted in inactive_split_bytes.
+std::uint64_t split_bytes(const Block* b) noexcept {
+  return b != nullptr && !b->allocated && b->mapped && b->is_split() ? b->size : 0;
+}
 
 }  // namespace
 
@@ -81,7 +94,21 @@ CachingPytorchAllocator::CachingPytorchAllocator(const Options& options, Upstrea
     limit_ = static_cast<std::uint64_t>(fraction * static_cast<double>(upstream_.capacity()));
     if (limit_ == 0) options.reject("per_process_memory_fraction", "leaves a limit of 0 bytes");
   }
-  if (options.flag("expandable_segments")) options.reject("expandable_segments", "not yet supported");
+  if (options.flag("expandable_segments")) {
+    if (upstream_.touchable()) {
+      options.reject("expandable_segments", "needs a simulated upstream: host memory would need reserve-and-map "
+                                            "(mmap PROT_NONE, then MAP_FIXED), which tiermark's Upstream does not offer");
+    }
+    expandable_ = true;
+    // find_expandable_block: address space for 1 1/8 of the device memory, a whole number of pages.
+    const std::uint64_t capacity = upstream_.capacity();
+    const std::uint64_t range = capacity == 0 ? kExpandableRangeWithoutCapacity : capacity + capacity / 8;
+    small_range_ = round_up(range, kSmallBuffer);
+    large_range_ = round_up(range, kLargeBuffer);
+    if (large_range_ > (kExpandableEnd - kExpandableBase) / 4) {
+      options.reject("expandable_segments", "the upstream capacity is too large for the synthetic address space");
+    }
+  }
   if (!nodes_.reserve(decltype(nodes_)::kMinSlab) || !segment_nodes_.reserve(decltype(segment_nodes_)::kMinSlab)) {
     throw std::bad_alloc();
   }
@@ -92,10 +119,14 @@ CachingPytorchAllocator::~CachingPytorchAllocator() {
   live_.clear();
   small_.blocks.clear();
   large_.blocks.clear();
+  small_.unmapped.clear();
+  large_.unmapped.clear();
+  for (const auto& [address, page] : pages_) upstream_.deallocate(page.first, page.second, kSegmentAlignment);
+  pages_.clear();
   while (!segments_.empty()) {
     Segment& segment = segments_.front();
     segments_.pop_front();
-    upstream_.deallocate(pointer_at(segment.base), segment.size, kSegmentAlignment);
+    if (!segment.expandable) upstream_.deallocate(pointer_at(segment.base), segment.size, kSegmentAlignment);
   }
 }
 
@@ -196,13 +227,13 @@ void* CachingPytorchAllocator::allocate_slow(std::size_t size, std::size_t align
     // get_allocation_size.
     const std::uint64_t alloc_size =
         bytes <= kSmallSize ? kSmallBuffer : bytes < kMinLargeAlloc ? kLargeBuffer : align_up(bytes, kRoundLarge);
-    block = alloc_block(pool, stream, alloc_size, false);
+    block = alloc_block(pool, stream, bytes, alloc_size, false);
     if (block == nullptr && release_available_cached_blocks(pool, stream, bytes)) {
-      block = alloc_block(pool, stream, alloc_size, false);
+      block = alloc_block(pool, stream, bytes, alloc_size, false);
     }
     if (block == nullptr) {
       release_cached_blocks();
-      block = alloc_block(pool, stream, alloc_size, true);
+      block = alloc_block(pool, stream, bytes, alloc_size, true);
     }
     if (block == nullptr) return fail(true);
   }
@@ -219,8 +250,12 @@ void CachingPytorchAllocator::grow_live_table() noexcept {
   }
 }
 
-Block* CachingPytorchAllocator::alloc_block(Pool& pool, StreamId stream, std::uint64_t alloc_size, bool is_retry) noexcept {
+Block* CachingPytorchAllocator::alloc_block(Pool& pool, StreamId stream, std::uint64_t bytes, std::uint64_t alloc_size,
+                                            bool is_retry) noexcept {
   if (is_retry) ++num_alloc_retries_;  // counted on entry, whether or not the retry succeeds (as PyTorch)
+  // Expandable segments grow by `bytes` (the rounded request), not by a segment of get_allocation_size; the
+  // memory fraction is checked per map in map_block.
+  if (expandable_) return try_allocate_expandable_block(pool, stream, bytes);
   // With a memory fraction the limit refuses before the device is asked (no device call is made).
   if (limit_ != 0 && stats_.raw().reserved_bytes.current + alloc_size > limit_) return nullptr;
   void* base = upstream_.allocate(alloc_size, kSegmentAlignment);
@@ -251,6 +286,7 @@ bool CachingPytorchAllocator::release_available_cached_blocks(Pool& pool, Stream
     // One block large enough. PyTorch releases it unconditionally; a free oversize block can sit in a split
     // segment (freed front of a segment of about max_split_size whose tail is live), and cudaFree of part of
     // a segment is impossible, so here such a block is not released.
+    if (it->segment->expandable) return unmap_block(pool, *it) > 0;
     if (it->is_split()) return false;
     release_block(*it);
     return true;
@@ -263,7 +299,9 @@ bool CachingPytorchAllocator::release_available_cached_blocks(Pool& pool, Stream
     const auto current = it;
     const bool at_begin = it == pool.blocks.begin();
     if (!at_begin) --it;
-    if (!current->is_split()) {
+    if (current->segment->expandable) {
+      released += unmap_block(pool, *current);
+    } else if (!current->is_split()) {
       released += current->size;
       release_block(*current);
     }
@@ -281,8 +319,236 @@ void CachingPytorchAllocator::release_blocks(Pool& pool) noexcept {
   for (auto it = pool.blocks.begin(); it != pool.blocks.end();) {
     Block& block = *it;
     ++it;
-    if (!block.is_split()) release_block(block);
+    if (block.segment->expandable) {
+      // Unmapping inserts the page-partial ends back into the tree; they are smaller than `block`, so
+      // they sort before `it` and are not visited again.
+      unmap_block(pool, block);
+    } else if (!block.is_split()) {
+      release_block(block);
+    }
   }
+  // A range left with nothing mapped is one unmapped block: give up the range (release_expandable_segment).
+  for (auto it = pool.unmapped.begin(); it != pool.unmapped.end();) {
+    Block& block = *it;
+    ++it;
+    if (!block.is_split()) release_expandable_segment(pool, block);
+  }
+}
+
+// ---- Expandable segments ------------------------------------------------------------------------------
+
+void CachingPytorchAllocator::adjust_inactive_split(std::uint64_t before, std::uint64_t after) noexcept {
+  if (after >= before) {
+    inactive_split_bytes_.add(after - before);
+  } else {
+    inactive_split_bytes_.subtract(before - after);
+  }
+}
+
+void CachingPytorchAllocator::link_after(Block& at, Block& block) noexcept {
+  block.prev = &at;
+  block.next = at.next;
+  if (at.next != nullptr) at.next->prev = &block;
+  at.next = &block;
+}
+
+void CachingPytorchAllocator::link_before(Block& at, Block& block) noexcept {
+  block.next = &at;
+  block.prev = at.prev;
+  if (at.prev != nullptr) {
+    at.prev->next = &block;
+  } else {
+    at.segment->head = &block;
+  }
+  at.prev = &block;
+}
+
+// `src`, a neighbour of `dst` already out of every tree, becomes part of `dst`.
+void CachingPytorchAllocator::absorb(Block& dst, Block& src) noexcept {
+  if (dst.prev == &src) {
+    dst.ptr = src.ptr;
+    dst.prev = src.prev;
+    if (dst.prev != nullptr) {
+      dst.prev->next = &dst;
+    } else {
+      dst.segment->head = &dst;
+    }
+  } else {
+    dst.next = src.next;
+    if (dst.next != nullptr) dst.next->prev = &dst;
+  }
+  dst.size += src.size;
+  nodes_.recycle(&src);
+}
+
+Block* CachingPytorchAllocator::find_expandable_block(Pool& pool, StreamId stream, std::uint64_t bytes) noexcept {
+  // The lowest unmapped address of the stream's ranges whose run of free blocks (starting with a free mapped
+  // block just before it) holds `bytes`.
+  for (auto it = pool.unmapped.lower_bound(detail::pyt::Key{stream, 0, 0}, detail::pyt::ByStreamAddress{});
+       it != pool.unmapped.end() && it->stream == stream; ++it) {
+    Block* candidate = &*it;
+    if (candidate->prev != nullptr && !candidate->prev->allocated) candidate = candidate->prev;
+    std::uint64_t room = 0;
+    for (const Block* b = candidate; b != nullptr && !b->allocated && room < bytes; b = b->next) room += b->size;
+    if (room >= bytes) return candidate;
+  }
+  // None: reserve a new range for this (stream, pool).
+  const std::uint64_t range = pool.small ? small_range_ : large_range_;
+  if (bytes > range || next_range_base_ + range > kExpandableEnd) return nullptr;
+  if (!nodes_.reserve(nodes_.live() + 1) || !segment_nodes_.reserve(segment_nodes_.live() + 1)) return nullptr;
+  Segment* segment = segment_nodes_.make();
+  Block* block = nodes_.make();
+  segment->base = next_range_base_;
+  segment->size = range;
+  segment->stream = stream;
+  segment->small = pool.small;
+  segment->expandable = true;
+  segment->page_size = pool.small ? kSmallBuffer : kLargeBuffer;
+  segment->head = block;
+  next_range_base_ += align_up(range, kRangeAlignment) + kRangeAlignment;
+  segments_.push_back(*segment);
+  segment_count_.add(1);
+  block->ptr = segment->base;
+  block->size = range;
+  block->segment = segment;
+  block->stream = stream;
+  block->mapped = false;
+  block->gc_base = pool.searches;
+  pool.unmapped.insert_equal(*block);
+  return block;
+}
+
+Block* CachingPytorchAllocator::try_allocate_expandable_block(Pool& pool, StreamId stream, std::uint64_t bytes) noexcept {
+  Block* candidate = find_expandable_block(pool, stream, bytes);
+  if (candidate == nullptr) return nullptr;
+  // The candidate starts a run of free blocks with room for `bytes`: unmapped [-> free ...] or
+  // free -> unmapped [-> ...]. Map from its start, each time merging into one growing free block.
+  if (!candidate->mapped && !map_block(pool, *candidate, std::min(candidate->size, bytes))) return nullptr;
+  while (candidate->size < bytes) {
+    Block* next = candidate->next;  // unmapped: free mapped neighbours were merged
+    if (!map_block(pool, *next, std::min(bytes - candidate->size, next->size))) return nullptr;
+    candidate = next;  // it absorbed the block before it
+  }
+  if (!nodes_.reserve(nodes_.live() + 1)) return nullptr;  // hand_out may split
+  pool.blocks.erase(pool.blocks.iterator_to(*candidate));
+  return candidate;
+}
+
+bool CachingPytorchAllocator::map_block(Pool& pool, Block& to_map, std::uint64_t size) noexcept {
+  Segment& segment = *to_map.segment;
+  const std::uint64_t page = segment.page_size;
+  const std::uint64_t length = round_up(size, page);  // <= to_map.size, which is whole pages
+  if (limit_ != 0 && stats_.raw().reserved_bytes.current + length > limit_) return false;
+  if (!nodes_.reserve(nodes_.live() + 1)) return false;
+  // ExpandableSegment::map: all or nothing; the pages made by a failed map are released again.
+  std::uint64_t mapped = 0;
+  for (; mapped < length; mapped += page) {
+    void* p = upstream_.allocate(page, kSegmentAlignment);
+    if (p == nullptr) break;
+    try {
+      pages_.emplace(to_map.ptr + mapped, std::pair<void*, std::uint64_t>{p, page});
+    } catch (const std::bad_alloc&) {
+      upstream_.deallocate(p, page, kSegmentAlignment);
+      break;
+    }
+    stats_.on_reserve(page);
+  }
+  if (mapped < length) {
+    while (mapped > 0) {
+      mapped -= page;
+      const auto it = pages_.find(to_map.ptr + mapped);
+      upstream_.deallocate(it->second.first, page, kSegmentAlignment);
+      pages_.erase(it);
+      stats_.on_release(page);
+    }
+    return false;
+  }
+  pool.unmapped.erase(pool.unmapped.iterator_to(to_map));
+  to_map.mapped = true;
+  if (length < to_map.size) {
+    Block* rest = nodes_.make();  // reserved above
+    rest->ptr = to_map.ptr + length;
+    rest->size = to_map.size - length;
+    rest->segment = to_map.segment;
+    rest->stream = to_map.stream;
+    rest->mapped = false;
+    rest->gc_base = pool.searches;
+    link_after(to_map, *rest);
+    pool.unmapped.insert_equal(*rest);
+    to_map.size = length;
+  }
+  std::uint64_t before = 0;
+  for (Block* src : {to_map.prev, to_map.next}) {
+    if (src != nullptr && !src->allocated && src->mapped) {
+      before += split_bytes(src);
+      pool.blocks.erase(pool.blocks.iterator_to(*src));
+      absorb(to_map, *src);
+    }
+  }
+  to_map.gc_base = pool.searches;
+  pool.blocks.insert_equal(to_map);
+  adjust_inactive_split(before, split_bytes(&to_map));
+  return true;
+}
+
+std::uint64_t CachingPytorchAllocator::unmap_block(Pool& pool, Block& block) noexcept {
+  // ExpandableSegment::unmap: only the pages wholly inside the block; partly used pages stay mapped.
+  Segment& segment = *block.segment;
+  const std::uint64_t page = segment.page_size;
+  const std::uintptr_t begin = segment.base + round_up(block.ptr - segment.base, page);
+  const std::uintptr_t end = segment.base + (block.ptr + block.size - segment.base) / page * page;
+  if (begin >= end) return 0;
+  if (!nodes_.reserve(nodes_.live() + 2)) return 0;
+  const std::uint64_t before = split_bytes(&block);
+  pool.blocks.erase(pool.blocks.iterator_to(block));
+  for (std::uintptr_t address = begin; address < end; address += page) {
+    const auto it = pages_.find(address);
+    upstream_.deallocate(it->second.first, page, kSegmentAlignment);
+    pages_.erase(it);
+    stats_.on_release(page);
+  }
+  const auto fragment = [&](std::uintptr_t ptr, std::uint64_t size) {
+    Block* b = nodes_.make();  // reserved above
+    b->ptr = ptr;
+    b->size = size;
+    b->segment = &segment;
+    b->stream = block.stream;
+    b->gc_base = block.gc_base;
+    return b;
+  };
+  Block* head = nullptr;
+  Block* tail = nullptr;
+  if (begin > block.ptr) {
+    head = fragment(block.ptr, begin - block.ptr);
+    link_before(block, *head);
+    pool.blocks.insert_equal(*head);
+  }
+  if (end < block.ptr + block.size) {
+    tail = fragment(end, block.ptr + block.size - end);
+    link_after(block, *tail);
+    pool.blocks.insert_equal(*tail);
+  }
+  block.ptr = begin;
+  block.size = end - begin;
+  block.mapped = false;
+  for (Block* src : {block.prev, block.next}) {
+    if (src != nullptr && !src->mapped) {
+      pool.unmapped.erase(pool.unmapped.iterator_to(*src));
+      absorb(block, *src);
+    }
+  }
+  pool.unmapped.insert_equal(block);
+  adjust_inactive_split(before, split_bytes(head) + split_bytes(tail));
+  return end - begin;
+}
+
+void CachingPytorchAllocator::release_expandable_segment(Pool& pool, Block& block) noexcept {
+  Segment* segment = block.segment;
+  pool.unmapped.erase(pool.unmapped.iterator_to(block));
+  segments_.erase(segments_.iterator_to(*segment));
+  segment_count_.subtract(1);
+  nodes_.recycle(&block);
+  segment_nodes_.recycle(segment);
 }
 
 void CachingPytorchAllocator::release_block(Block& block) noexcept {
@@ -309,7 +575,7 @@ void CachingPytorchAllocator::garbage_collect_cached_blocks() noexcept {
   double total_age = 0;
   std::uint64_t freeable = 0;
   for (const Block& block : large_.blocks) {
-    if (!block.is_split()) {
+    if (!block.is_split() && !block.segment->expandable) {
       total_age += static_cast<double>(large_.searches - block.gc_base);
       ++freeable;
     }
@@ -324,7 +590,7 @@ void CachingPytorchAllocator::garbage_collect_cached_blocks() noexcept {
       Block& block = *it;
       ++it;
       const auto age = static_cast<double>(large_.searches - block.gc_base);
-      if (!block.is_split() && age >= age_threshold) {
+      if (!block.is_split() && !block.segment->expandable && age >= age_threshold) {
         freed = true;
         reclaimed += block.size;
         total_age -= age;
@@ -368,8 +634,10 @@ PytorchMemoryStats CachingPytorchAllocator::memory_stats() const {
 std::vector<CachingPytorchAllocator::SegmentInfo> CachingPytorchAllocator::snapshot() const {
   std::vector<SegmentInfo> out;
   for (const Segment& segment : segments_) {
-    SegmentInfo info{segment.base, segment.size, segment.stream, segment.small, {}};
-    for (const Block* b = segment.head; b != nullptr; b = b->next) info.blocks.push_back({b->ptr, b->size, b->allocated});
+    SegmentInfo info{segment.base, segment.size, segment.stream, segment.small, {}, segment.expandable};
+    for (const Block* b = segment.head; b != nullptr; b = b->next) {
+      info.blocks.push_back({b->ptr, b->size, b->allocated, b->mapped});
+    }
     out.push_back(std::move(info));
   }
   std::sort(out.begin(), out.end(), [](const SegmentInfo& a, const SegmentInfo& b) { return a.address < b.address; });
@@ -379,11 +647,19 @@ std::vector<CachingPytorchAllocator::SegmentInfo> CachingPytorchAllocator::snaps
 std::string CachingPytorchAllocator::check_invariants() const {
   const auto broken = [](const std::string& why) { return "caching.pytorch: " + why; };
   std::uint64_t reserved = 0, allocated = 0, requested = 0, inactive_split = 0;
-  std::uint64_t blocks = 0, live = 0, free = 0;
-  std::set<std::uintptr_t> bases;
+  std::uint64_t blocks = 0, live = 0, free = 0, unmapped = 0, mapped_pages = 0, plain_segments = 0;
+  std::map<std::uintptr_t, std::uint64_t> ranges;  // base -> size, to check that no two segments overlap
   for (const Segment& segment : segments_) {
     if (segment.size == 0 || segment.base % kMinBlockSize != 0) return broken("segment base not 512-aligned or empty");
-    if (!bases.insert(segment.base).second) return broken("two segments at one base");
+    if (!ranges.emplace(segment.base, segment.size).second) return broken("two segments at one base");
+    const std::uint64_t page = segment.page_size;
+    if (segment.expandable) {
+      if (!expandable_ || page != (segment.small ? kSmallBuffer : kLargeBuffer)) return broken("expandable segment with a wrong page size");
+      if (segment.size % page != 0) return broken("expandable range not whole pages");
+    } else {
+      ++plain_segments;
+    }
+    std::uintptr_t counted_end = segment.base;  // pages below this are counted as mapped already
     const Block* b = segment.head;
     if (b == nullptr || b->prev != nullptr || b->ptr != segment.base) return broken("segment head is not its first block");
     const bool split = b->next != nullptr;
@@ -397,6 +673,28 @@ std::string CachingPytorchAllocator::check_invariants() const {
       if (b->size == 0 || b->size % kMinBlockSize != 0) return broken("block size not a positive multiple of 512");
       expected += b->size;
       if (expected > segment.base + segment.size) return broken("blocks run past the end of their segment");
+      if (!b->mapped) {
+        ++unmapped;
+        if (!segment.expandable || b->allocated) return broken("an unmapped block outside an expandable segment, or allocated");
+        if ((b->ptr - segment.base) % page != 0 || b->size % page != 0) return broken("an unmapped block is not whole pages");
+        if (previous != nullptr && !previous->mapped) return broken("two adjacent unmapped blocks (not merged)");
+        const Pool& pool = segment.small ? small_ : large_;
+        const auto it = pool.unmapped.find(detail::pyt::Key{b->stream, 0, b->ptr}, detail::pyt::ByStreamAddress{});
+        if (it == pool.unmapped.end() || &*it != b) return broken("an unmapped block is missing from its pool's unmapped tree");
+        continue;
+      }
+      if (segment.expandable) {
+        // Every page this block touches is mapped; count each page once.
+        const std::uintptr_t first = std::max(counted_end, segment.base + (b->ptr - segment.base) / page * page);
+        const std::uintptr_t last = segment.base + round_up(b->ptr + b->size - segment.base, page);
+        for (std::uintptr_t address = first; address < last; address += page) {
+          const auto it = pages_.find(address);
+          if (it == pages_.end() || it->second.second != page) return broken("a mapped block touches an unmapped page");
+          ++mapped_pages;
+          reserved += page;
+        }
+        counted_end = std::max(counted_end, last);
+      }
       if (b->allocated) {
         ++live;
         allocated += b->size;
@@ -408,7 +706,7 @@ std::string CachingPytorchAllocator::check_invariants() const {
         if (it == live_.end() || &*it != b) return broken("a live block is missing from the live table");
       } else {
         ++free;
-        if (previous != nullptr && !previous->allocated) return broken("two adjacent free blocks (not merged)");
+        if (previous != nullptr && !previous->allocated && previous->mapped) return broken("two adjacent free blocks (not merged)");
         if (split) inactive_split += b->size;
         const Pool& pool = segment.small ? small_ : large_;
         const auto it = pool.blocks.find(detail::pyt::Key{b->stream, b->size, b->ptr}, detail::pyt::ByStreamSizeAddress{});
@@ -417,17 +715,26 @@ std::string CachingPytorchAllocator::check_invariants() const {
       }
     }
     if (expected != segment.base + segment.size) return broken("blocks do not cover their segment");
-    reserved += segment.size;
+    if (!segment.expandable) reserved += segment.size;
   }
-  std::uint64_t in_trees = 0;
+  for (auto it = ranges.begin(); it != ranges.end() && std::next(it) != ranges.end(); ++it) {
+    if (it->first + it->second > std::next(it)->first) return broken("two segments overlap");
+  }
+  if (mapped_pages != pages_.size()) return broken("mapped pages that no block touches");
+  std::uint64_t in_trees = 0, in_unmapped_trees = 0;
   for (const Pool* pool : {&small_, &large_}) {
     for (const Block& b : pool->blocks) {
       ++in_trees;
-      if (b.allocated) return broken("an allocated block is in a free tree");
+      if (b.allocated || !b.mapped) return broken("an allocated or unmapped block is in a free tree");
       if (b.segment->small != pool->small) return broken("a block is in the other pool's tree");
+    }
+    for (const Block& b : pool->unmapped) {
+      ++in_unmapped_trees;
+      if (b.mapped || b.segment->small != pool->small) return broken("a mapped block, or another pool's, is in an unmapped tree");
     }
   }
   if (in_trees != free) return broken("free trees hold blocks outside every segment");
+  if (in_unmapped_trees != unmapped) return broken("unmapped trees hold blocks outside every segment");
   if (live_.size() != live) return broken("live table holds blocks outside every segment");
   if (nodes_.live() != blocks) return broken("block nodes in use differ from blocks");
   if (segment_nodes_.live() != segments_.size()) return broken("segment nodes in use differ from segments");
@@ -437,7 +744,9 @@ std::string CachingPytorchAllocator::check_invariants() const {
   if (s.allocated_bytes.current != allocated) return broken("allocated bytes differ from the live blocks' sizes");
   if (s.requested_bytes.current != requested) return broken("requested bytes differ from the live blocks' requests");
   if (s.allocs - s.frees != live) return broken("allocs - frees differ from live blocks");
-  if (s.upstream_allocs - s.upstream_frees != segments_.size()) return broken("device allocs - frees differ from segments");
+  if (s.upstream_allocs - s.upstream_frees != plain_segments + pages_.size()) {
+    return broken("device allocs - frees differ from segments plus mapped pages");
+  }
   if (segment_count_.current != segments_.size()) return broken("segment count differs from segments");
   if (inactive_split_bytes_.current != inactive_split) return broken("inactive_split_bytes differs from a recount");
   if (limit_ != 0 && reserved > limit_) return broken("reserved bytes exceed the memory fraction limit");

@@ -23,11 +23,20 @@
 // in its block; the live block is found again through an intrusive hash keyed by the pointer handed out.
 // No CUDA events are modelled: a block is reusable as soon as it is freed, so active_bytes == allocated.
 //
+// expandable_segments=true (PyTorch's ExpandableSegment; simulated upstreams only): per (stream, pool) a
+// synthetic virtual range of 1.125 x the upstream capacity, never dereferenced, into which pages of 2 MiB
+// (small) or 20 MiB (large) are mapped; each page is one upstream allocate (a device call). Unmapped parts
+// of a range are blocks too (mapped == false), kept in a second per-pool tree ordered by (stream, address);
+// mapped and unmapped blocks merge only with their own kind; a page is mapped exactly when a mapped block
+// covers part of it. Details in docs/allocator-caching-pytorch.md.
+//
 // All metadata lives on the side (a simulated device is never touched): a node per block from a NodePool,
 // free blocks in intrusive red-black trees, live blocks in an intrusive hash table, segments in a list.
 // Invariants (check_invariants): each segment's blocks tile it in address order through prev/next; no two
 // adjacent free blocks; a free block is in its pool's tree exactly when it is free, a live one in the hash;
-// every counter equals a recount; node counts equal block and segment counts.
+// every counter equals a recount; node counts equal block and segment counts. Expandable: unmapped blocks
+// are whole pages, unallocated, never adjacent, in the unmapped tree; the page table holds exactly the pages
+// that mapped blocks touch; segments never overlap; device allocs - frees = plain segments + mapped pages.
 #pragma once
 
 #include <array>
@@ -37,6 +46,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <boost/intrusive/list.hpp>
@@ -87,6 +98,7 @@ struct Block {
   std::uint64_t gc_base = 0;    // the pool's search count when the block last became free
   StreamId stream = 0;
   bool allocated = false;
+  bool mapped = true;  // false only for the unmapped address space of an expandable segment
   bool is_split() const { return prev != nullptr || next != nullptr; }
 };
 
@@ -97,6 +109,8 @@ struct Segment {
   Block* head = nullptr;  // the block at base
   StreamId stream = 0;
   bool small = false;
+  bool expandable = false;      // a reserved virtual range whose pages are mapped on demand
+  std::uint64_t page_size = 0;  // expandable only: 2 MiB (small) or 20 MiB (large)
 };
 
 struct Key {
@@ -120,6 +134,16 @@ struct ByStreamSizeAddress {
   bool operator()(const Key& k, const Block& a) const noexcept { return less(k.stream, k.size, k.ptr, a.stream, a.size, a.ptr); }
 };
 
+// BlockComparatorAddress: (stream, address), the order of the unmapped blocks.
+struct ByStreamAddress {
+  static bool less(StreamId sa, std::uintptr_t pa, StreamId sb, std::uintptr_t pb) noexcept {
+    return sa != sb ? sa < sb : pa < pb;
+  }
+  bool operator()(const Block& a, const Block& b) const noexcept { return less(a.stream, a.ptr, b.stream, b.ptr); }
+  bool operator()(const Block& a, const Key& k) const noexcept { return less(a.stream, a.ptr, k.stream, k.ptr); }
+  bool operator()(const Key& k, const Block& a) const noexcept { return less(k.stream, k.ptr, a.stream, a.ptr); }
+};
+
 inline std::size_t hash_pointer(std::uintptr_t p) noexcept {
   // Block pointers are multiples of 512: mix so that the low bits the power-of-two table uses vary.
   const std::uint64_t h = static_cast<std::uint64_t>(p) * 0x9E3779B97F4A7C15ull;
@@ -136,6 +160,9 @@ struct PointerEqual {
 
 using FreeTree = bi::rbtree<Block, bi::member_hook<Block, FreeHook, &Block::free_hook>,
                             bi::compare<ByStreamSizeAddress>, bi::constant_time_size<false>>;
+// An unmapped block is never in the free tree, so it reuses the free hook.
+using UnmappedTree = bi::rbtree<Block, bi::member_hook<Block, FreeHook, &Block::free_hook>,
+                                bi::compare<ByStreamAddress>, bi::constant_time_size<false>>;
 using LiveTable = bi::unordered_set<Block, bi::member_hook<Block, LiveHook, &Block::live_hook>, bi::hash<PointerHash>,
                                     bi::equal<PointerEqual>, bi::power_2_buckets<true>, bi::constant_time_size<true>>;
 using SegmentList = bi::list<Segment, bi::member_hook<Segment, SegmentHook, &Segment::hook>, bi::constant_time_size<true>>;
@@ -143,6 +170,7 @@ using SegmentList = bi::list<Segment, bi::member_hook<Segment, SegmentHook, &Seg
 // One BlockPool: its free tree and the number of searches made in it (the clock of block ages).
 struct Pool {
   FreeTree blocks;
+  UnmappedTree unmapped;  // expandable segments only
   std::uint64_t searches = 0;
   bool small = false;
 };
@@ -225,6 +253,7 @@ class CachingPytorchAllocator final {
     std::uintptr_t address;
     std::uint64_t size;
     bool allocated;
+    bool mapped = true;  // false: unmapped address space of an expandable segment
   };
   struct SegmentInfo {
     std::uintptr_t address;
@@ -232,10 +261,19 @@ class CachingPytorchAllocator final {
     StreamId stream;
     bool small;
     std::vector<BlockInfo> blocks;  // in address order
+    bool expandable = false;        // size is then the reserved virtual range, not reserved bytes
   };
   std::vector<SegmentInfo> snapshot() const;  // sorted by address
   const Divisions& divisions() const { return divisions_; }
   std::uint64_t memory_limit() const { return limit_; }  // 0: none (no per_process_memory_fraction)
+  bool expandable_segments() const { return expandable_; }
+  // The virtual range reserved per (stream, pool) with expandable_segments (0 otherwise).
+  std::uint64_t expandable_range(bool small) const { return small ? small_range_ : large_range_; }
+  // Simulated-upstream page addresses are far above this; ranges are carved from here upwards.
+  static constexpr std::uintptr_t kExpandableBase = 0x2000'0000'0000'0000;
+  static constexpr std::uintptr_t kExpandableEnd = 0x5000'0000'0000'0000;
+  // This project's choice for the virtual range when the upstream has no capacity (PyTorch uses the device's).
+  static constexpr std::uint64_t kExpandableRangeWithoutCapacity = std::uint64_t{1} << 40;  // 1 TiB
 
  private:
   static constexpr std::uint64_t kMaxRequest = std::uint64_t{1} << 62;
@@ -252,8 +290,17 @@ class CachingPytorchAllocator final {
 
   // get_free_block: the lower bound of (stream, bytes), subject to the oversize rules; removes it.
   detail::pyt::Block* get_free_block(detail::pyt::Pool& pool, StreamId stream, std::uint64_t bytes) noexcept {
-    const auto it = pool.blocks.lower_bound(detail::pyt::Key{stream, bytes, 0}, detail::pyt::ByStreamSizeAddress{});
+    auto it = pool.blocks.lower_bound(detail::pyt::Key{stream, bytes, 0}, detail::pyt::ByStreamSizeAddress{});
     if (it == pool.blocks.end() || it->stream != stream) return nullptr;
+    if (expandable_) [[unlikely]] {
+      // As PyTorch: for best fit a block counts as what it can grow to (itself and an unmapped next block),
+      // so a block at the mapped end is passed over for a later one of the stream that can grow less.
+      for (auto next = std::next(it); next != pool.blocks.end() && next->stream == stream &&
+                                      expandable_size(*next) < expandable_size(*it);
+           ++next) {
+        it = next;
+      }
+    }
     if (bytes < max_split_ && it->size >= max_split_) return nullptr;
     if (bytes >= max_split_ && it->size >= bytes + max_non_split_) return nullptr;
     detail::pyt::Block* block = &*it;
@@ -261,9 +308,13 @@ class CachingPytorchAllocator final {
     return block;
   }
 
+  static std::uint64_t expandable_size(const detail::pyt::Block& b) noexcept {
+    return b.size + (b.next != nullptr && !b.next->mapped ? b.next->size : 0);
+  }
+
   bool should_split(const detail::pyt::Pool& pool, std::uint64_t bytes, std::uint64_t block_size) const noexcept {
     const std::uint64_t remaining = block_size - bytes;
-    if (pool.small) return remaining >= kMinBlockSize;
+    if (pool.small || expandable_) return remaining >= kMinBlockSize;
     return bytes < max_split_ && remaining > kSmallSize;
   }
 
@@ -313,7 +364,7 @@ class CachingPytorchAllocator final {
     detail::pyt::Pool& pool = pool_of(block);
     block.allocated = false;
     std::uint64_t subsumed = 0;
-    if (detail::pyt::Block* src = block.prev; src != nullptr && !src->allocated) {
+    if (detail::pyt::Block* src = block.prev; src != nullptr && !src->allocated && src->mapped) {
       pool.blocks.erase(pool.blocks.iterator_to(*src));
       block.ptr = src->ptr;
       block.prev = src->prev;
@@ -326,7 +377,7 @@ class CachingPytorchAllocator final {
       subsumed += src->size;
       nodes_.recycle(src);
     }
-    if (detail::pyt::Block* src = block.next; src != nullptr && !src->allocated) {
+    if (detail::pyt::Block* src = block.next; src != nullptr && !src->allocated && src->mapped) {
       pool.blocks.erase(pool.blocks.iterator_to(*src));
       block.next = src->next;
       if (block.next != nullptr) block.next->prev = &block;
@@ -347,7 +398,18 @@ class CachingPytorchAllocator final {
 
   void* allocate_slow(std::size_t size, std::size_t alignment, StreamId stream) noexcept;
   void grow_live_table() noexcept;
-  detail::pyt::Block* alloc_block(detail::pyt::Pool& pool, StreamId stream, std::uint64_t alloc_size, bool is_retry) noexcept;
+  detail::pyt::Block* alloc_block(detail::pyt::Pool& pool, StreamId stream, std::uint64_t bytes, std::uint64_t alloc_size,
+                                  bool is_retry) noexcept;
+  // Expandable segments (cold): find room, map pages into it, unmap whole free pages, drop an empty range.
+  detail::pyt::Block* try_allocate_expandable_block(detail::pyt::Pool& pool, StreamId stream, std::uint64_t bytes) noexcept;
+  detail::pyt::Block* find_expandable_block(detail::pyt::Pool& pool, StreamId stream, std::uint64_t bytes) noexcept;
+  bool map_block(detail::pyt::Pool& pool, detail::pyt::Block& to_map, std::uint64_t size) noexcept;
+  std::uint64_t unmap_block(detail::pyt::Pool& pool, detail::pyt::Block& block) noexcept;
+  void release_expandable_segment(detail::pyt::Pool& pool, detail::pyt::Block& block) noexcept;
+  void absorb(detail::pyt::Block& dst, detail::pyt::Block& src) noexcept;
+  void link_after(detail::pyt::Block& at, detail::pyt::Block& block) noexcept;
+  void link_before(detail::pyt::Block& at, detail::pyt::Block& block) noexcept;
+  void adjust_inactive_split(std::uint64_t before, std::uint64_t after) noexcept;
   bool release_available_cached_blocks(detail::pyt::Pool& pool, StreamId stream, std::uint64_t bytes) noexcept;
   void release_cached_blocks() noexcept;
   void release_blocks(detail::pyt::Pool& pool) noexcept;
@@ -363,6 +425,12 @@ class CachingPytorchAllocator final {
   bool any_divisions_ = false;
   double gc_threshold_ = 0;  // 0: off
   std::uint64_t limit_ = 0;  // allowed_memory_maximum; 0: no fraction set
+  bool expandable_ = false;
+  std::uint64_t small_range_ = 0;  // virtual range per (stream, pool) with expandable segments
+  std::uint64_t large_range_ = 0;
+  std::uintptr_t next_range_base_ = kExpandableBase;
+  // Mapped pages of expandable segments, by virtual page address.
+  std::unordered_map<std::uintptr_t, std::pair<void*, std::uint64_t>> pages_;  // page -> (upstream block, page size)
   // Declared before the structures that link them, so nodes outlive trees, table and list.
   detail::NodePool<detail::pyt::Block> nodes_;
   detail::NodePool<detail::pyt::Segment> segment_nodes_;

@@ -519,7 +519,7 @@ TEST(CachingPytorch, RejectsBadOptionsInOneLine) {
   rejects("garbage_collection_threshold=1.5", device, "(0, 1)");
   rejects("per_process_memory_fraction=0", device, "(0, 1]");
   rejects("per_process_memory_fraction=0.5", host, "capacity");
-  rejects("expandable_segments=true", device, "not yet supported");
+  rejects("expandable_segments=true", host, "simulated upstream");
   rejects("roundup_power2_divisions=[256:3]", device, "roundup_power2_divisions");
   CachingPytorchAllocator fine(pytorch_options("max_split_size=21MiB,roundup_power2_divisions=8"), device);
   EXPECT_EQ(fine.divisions()[3], 8u);
@@ -576,6 +576,287 @@ TEST(CachingPytorch, ExhaustionThroughTheAdapterAsTheConformanceSuiteDoes) {
   for (std::size_t i = 128; i < blocks.size(); ++i) a.deallocate(blocks[i], 64 * KiB, kDefaultAlignment, 0);
   EXPECT_EQ(a.check_invariants(), "");
   EXPECT_EQ(a.stats().allocated_bytes.current, 0u);
+}
+
+// ---- Expandable segments --------------------------------------------------------------------------------
+// On an 80 GiB device each (stream, pool) range is 1.125 x 80 GiB = 90 GiB (a whole number of 2 MiB and of
+// 20 MiB pages); a page mapped is one device allocate, a page unmapped one device free.
+
+constexpr const char* kExpandable = "expandable_segments=true";
+
+std::vector<CachingPytorchAllocator::BlockInfo> blocks_of(Harness& h, std::size_t segment = 0) {
+  return h.a().snapshot().at(segment).blocks;
+}
+
+TEST(CachingPytorch, ExpandableMapsJustEnoughPagesPerRequest) {
+  Harness h(kExpandable);
+  EXPECT_EQ(h.a().expandable_range(false), 90 * 1024 * MiB);
+  EXPECT_EQ(h.a().expandable_range(true), 90 * 1024 * MiB);
+  // 3 MiB (large pool): one 20 MiB page; the block is split at 3 MiB (any remainder >= 512 B may split).
+  void* a = h.alloc(3 * MiB);
+  EXPECT_EQ(h.reserved(), 20 * MiB);
+  EXPECT_EQ(h.ms().num_device_alloc, 1u);
+  EXPECT_EQ(h.device_allocs(), 1u);
+  ASSERT_EQ(h.segments(), 1u);
+  const auto range = h.a().snapshot()[0];
+  EXPECT_TRUE(range.expandable);
+  EXPECT_EQ(range.size, 90 * 1024 * MiB);
+  ASSERT_EQ(range.blocks.size(), 3u);  // [3 MiB live][17 MiB free][unmapped rest]
+  EXPECT_EQ(range.blocks[1].size, 17 * MiB);
+  EXPECT_FALSE(range.blocks[1].allocated);
+  EXPECT_TRUE(range.blocks[1].mapped);
+  EXPECT_FALSE(range.blocks[2].mapped);
+  EXPECT_EQ(range.blocks[2].size, 90 * 1024 * MiB - 20 * MiB);
+  // 25 MiB: the free 17 MiB at the mapped end grows by 8 MiB -> one more page; the request starts at 3 MiB.
+  void* b = h.alloc(25 * MiB);
+  EXPECT_EQ(address_of(b), address_of(a) + 3 * MiB);
+  EXPECT_EQ(h.reserved(), 40 * MiB);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  EXPECT_EQ(blocks_of(h)[2].size, 12 * MiB);  // 40 - 28 MiB left free at the end
+  // 1000 B (small pool): its own range, one 2 MiB page.
+  h.alloc(1000);
+  EXPECT_EQ(h.reserved(), 42 * MiB);
+  EXPECT_EQ(h.device_allocs(), 3u);
+  EXPECT_EQ(h.segments(), 2u);
+  // 45 MiB: the free 12 MiB grows by 33 MiB -> two pages (40 MiB); the block starts at 28 MiB.
+  void* c = h.alloc(45 * MiB);
+  EXPECT_EQ(address_of(c), address_of(a) + 28 * MiB);
+  EXPECT_EQ(h.reserved(), 82 * MiB);
+  EXPECT_EQ(h.ms().num_device_alloc, 5u);
+  EXPECT_EQ(h.ms().num_device_free, 0u);
+  EXPECT_EQ(h.ms().segment.current, 2u);
+}
+
+TEST(CachingPytorch, ExpandableServesTheSliverByGrowing) {
+  // Three 6 MiB blocks leave a 2 MiB sliver at the end of a 20 MiB segment; then 22 MiB.
+  // Without expandable segments: 22 MiB >= 10 MiB gets its own 22 MiB segment; the sliver stays free and
+  // split (inactive): 42 MiB reserved, 2 MiB of it unusable by the request.
+  Harness plain;
+  for (int i = 0; i < 3; ++i) plain.alloc(6 * MiB);
+  plain.alloc(22 * MiB);
+  EXPECT_EQ(plain.reserved(), 42 * MiB);
+  EXPECT_EQ(plain.ms().inactive_split_bytes.current, 2 * MiB);
+  EXPECT_EQ(plain.device_allocs(), 2u);
+  // With them: the sliver grows by one 20 MiB page into exactly 22 MiB: 40 MiB reserved, all of it in use.
+  Harness h(kExpandable);
+  void* first = h.alloc(6 * MiB);
+  for (int i = 0; i < 2; ++i) h.alloc(6 * MiB);
+  EXPECT_EQ(h.reserved(), 20 * MiB);
+  void* big = h.alloc(22 * MiB);
+  EXPECT_EQ(address_of(big), address_of(first) + 18 * MiB);
+  EXPECT_EQ(h.reserved(), 40 * MiB);
+  EXPECT_EQ(h.allocated(), 40 * MiB);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 0u);
+  EXPECT_EQ(h.device_allocs(), 2u);
+}
+
+TEST(CachingPytorch, ExpandableSplitsAnyRemainderOf512BytesInTheLargePool) {
+  // 19.5 MiB: without expandable segments a 20 MiB segment whose 0.5 MiB remainder (<= 1 MiB) stays
+  // unsplit, so 20 MiB allocated; with them the 0.5 MiB is split off and stays free.
+  Harness plain;
+  plain.alloc(19 * MiB + 512 * KiB);
+  EXPECT_EQ(plain.allocated(), 20 * MiB);
+  Harness h(kExpandable);
+  h.alloc(19 * MiB + 512 * KiB);
+  EXPECT_EQ(h.allocated(), 19 * MiB + 512 * KiB);
+  EXPECT_EQ(h.reserved(), 20 * MiB);
+  EXPECT_EQ(blocks_of(h)[1].size, 512 * KiB);
+  EXPECT_EQ(h.ms().inactive_split_bytes.current, 512 * KiB);
+}
+
+TEST(CachingPytorch, ExpandableEmptyCacheUnmapsWholeFreePagesOnly) {
+  Harness h(kExpandable);
+  void* a = h.alloc(30 * MiB);  // two pages: [30 live][10 free][unmapped]
+  void* b = h.alloc(5 * MiB);   // a hit: [30 live][5 live][5 free][unmapped]
+  EXPECT_EQ(address_of(b), address_of(a) + 30 * MiB);
+  EXPECT_EQ(h.reserved(), 40 * MiB);
+  h.release(a);  // [30 free][5 live][5 free][unmapped]
+  h.trim();
+  // Page 0 (0-20 MiB) lies wholly in the free block and goes; page 1 (20-40 MiB) holds b and stays, with
+  // the free 10 MiB before b and the 5 MiB after it.
+  EXPECT_EQ(h.reserved(), 20 * MiB);
+  EXPECT_EQ(h.device_frees(), 1u);
+  EXPECT_EQ(h.ms().num_device_free, 1u);
+  const auto blocks = blocks_of(h);
+  ASSERT_EQ(blocks.size(), 5u);
+  EXPECT_FALSE(blocks[0].mapped);
+  EXPECT_EQ(blocks[0].size, 20 * MiB);
+  EXPECT_EQ(blocks[1].size, 10 * MiB);
+  EXPECT_TRUE(blocks[2].allocated);
+  EXPECT_EQ(blocks[3].size, 5 * MiB);
+  EXPECT_FALSE(blocks[4].mapped);
+  // b freed: one free 20 MiB page between two unmapped blocks; empty_cache unmaps it and the empty range goes.
+  h.release(b);
+  EXPECT_EQ(h.segments(), 1u);
+  h.trim();
+  EXPECT_EQ(h.reserved(), 0u);
+  EXPECT_EQ(h.device_frees(), 2u);
+  EXPECT_EQ(h.segments(), 0u);
+  EXPECT_EQ(h.ms().segment.current, 0u);
+  // The next request reserves a fresh range and maps again.
+  h.alloc(1 * MiB + 512);
+  EXPECT_EQ(h.reserved(), 20 * MiB);
+  EXPECT_EQ(h.device_allocs(), 3u);
+}
+
+TEST(CachingPytorch, ExpandableRangesArePerStreamAndPool) {
+  Harness h(kExpandable);
+  void* s0_small = h.alloc(1 * KiB, 0);
+  void* s1_small = h.alloc(1 * KiB, 1);
+  void* s0_large = h.alloc(4 * MiB, 0);
+  void* s1_large = h.alloc(4 * MiB, 1);
+  EXPECT_EQ(h.reserved(), 2 * MiB + 2 * MiB + 20 * MiB + 20 * MiB);
+  EXPECT_EQ(h.device_allocs(), 4u);
+  const auto segments = h.a().snapshot();
+  ASSERT_EQ(segments.size(), 4u);
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    EXPECT_TRUE(segments[i].expandable);
+    if (i > 0) {
+      EXPECT_LE(segments[i - 1].address + segments[i - 1].size, segments[i].address);  // disjoint
+    }
+  }
+  // Each block sits at the start of its own range.
+  std::vector<std::uintptr_t> bases;
+  for (const auto& s : segments) bases.push_back(s.address);
+  for (void* p : {s0_small, s1_small, s0_large, s1_large}) {
+    EXPECT_EQ(std::count(bases.begin(), bases.end(), address_of(p)), 1);
+  }
+  // Stream 1 never takes stream 0's free mapped space: a second 4 MiB on stream 1 uses stream 1's page.
+  void* again = h.alloc(4 * MiB, 1);
+  EXPECT_EQ(address_of(again), address_of(s1_large) + 4 * MiB);
+  EXPECT_EQ(h.device_allocs(), 4u);
+}
+
+TEST(CachingPytorch, ExpandableMissReleasesOtherStreamsPagesAndRetries) {
+  // 100 MiB device: ranges of 112.5 MiB rounded up to whole pages: 114 MiB (small), 120 MiB (large).
+  Harness h(kExpandable, "simulated:capacity=100MiB");
+  EXPECT_EQ(h.a().expandable_range(true), 114 * MiB);
+  EXPECT_EQ(h.a().expandable_range(false), 120 * MiB);
+  h.release(h.alloc(50 * MiB, 0));  // three pages mapped on stream 0, now free and cached
+  EXPECT_EQ(h.reserved(), 60 * MiB);
+  // 50 MiB on stream 1 needs three pages; two fit (40 MiB left), the third is refused, so the map is undone
+  // (2 allocates, 2 frees, 1 refusal). release_cached_blocks unmaps stream 0's three pages and gives back
+  // both ranges that are now empty; the retry reserves a new range for stream 1 and maps three pages.
+  void* p = h.alloc(50 * MiB, 1);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(h.device_allocs(), 3u + 2u + 3u);
+  EXPECT_EQ(h.device_frees(), 2u + 3u);
+  EXPECT_EQ(h.device_refusals(), 1u);
+  EXPECT_EQ(h.ms().num_alloc_retries, 1u);
+  EXPECT_EQ(h.ms().num_ooms, 0u);
+  EXPECT_EQ(h.reserved(), 60 * MiB);
+  ASSERT_EQ(h.segments(), 1u);
+  EXPECT_EQ(h.a().snapshot()[0].stream, 1u);
+}
+
+TEST(CachingPytorch, ExpandableMemoryFractionRefusesAPageWithoutADeviceCall) {
+  // Limit 0.5 x 100 MiB = 50 MiB: two 20 MiB pages fit, a third would pass the limit and is not asked for.
+  Harness h("expandable_segments=true,per_process_memory_fraction=0.5", "simulated:capacity=100MiB");
+  void* a = h.alloc(40 * MiB);
+  EXPECT_EQ(h.reserved(), 40 * MiB);
+  EXPECT_EQ(h.alloc(1 * MiB + 512), nullptr);
+  EXPECT_EQ(h.device_allocs(), 2u);
+  EXPECT_EQ(h.device_refusals(), 0u);
+  EXPECT_EQ(h.ms().num_ooms, 1u);
+  h.release(a);
+  EXPECT_NE(h.alloc(1 * MiB + 512), nullptr);  // a hit in the mapped pages
+  EXPECT_EQ(h.device_allocs(), 2u);
+}
+
+TEST(CachingPytorch, ExpandableBestFitPrefersABlockThatCannotGrow) {
+  // As PyTorch's get_free_block: a free 6 MiB block at the mapped end (it could grow into the unmapped
+  // space) is passed over for a free 8 MiB block in the middle, which can grow less.
+  Harness h(kExpandable);
+  void* a = h.alloc(8 * MiB);
+  h.alloc(6 * MiB);  // [8 a][6 live][6 free][unmapped]
+  h.release(a);      // [8 free][6 live][6 free][unmapped]
+  void* p = h.alloc(5 * MiB);
+  EXPECT_EQ(address_of(p), address_of(a));
+}
+
+TEST(CachingPytorch, ExpandableExhaustionThroughTheAdapterAsTheConformanceSuiteDoes) {
+  // 64 KiB blocks on a 16 MiB device: eight 2 MiB pages of 32 blocks each, then the ninth page is refused;
+  // release_cached_blocks finds nothing free; the retry fails: one failed request.
+  auto device = make_upstream("simulated:capacity=16MiB");
+  AllocatorAdapter<CachingPytorchAllocator> a(pytorch_options(kExpandable), *device);
+  std::vector<void*> blocks;
+  for (void* p; (p = a.allocate(64 * KiB, kDefaultAlignment, 0)) != nullptr;) {
+    blocks.push_back(p);
+    ASSERT_EQ(a.check_invariants(), "");
+  }
+  EXPECT_EQ(blocks.size(), 256u);
+  EXPECT_EQ(device->stats().allocs, 8u);
+  EXPECT_EQ(a.stats().failed_requests, 1u);
+  EXPECT_EQ(a.allocate(64 * KiB, kDefaultAlignment, 0), nullptr);
+  EXPECT_EQ(a.stats().failed_requests, 2u);
+  for (std::size_t i = 0; i < 128; ++i) a.deallocate(blocks[i], 64 * KiB, kDefaultAlignment, 0);
+  EXPECT_EQ(a.check_invariants(), "");
+  void* again = a.allocate(64 * KiB, kDefaultAlignment, 0);
+  EXPECT_EQ(address_of(again), address_of(blocks[0]));
+  a.deallocate(again, 64 * KiB, kDefaultAlignment, 0);
+  for (std::size_t i = 128; i < blocks.size(); ++i) a.deallocate(blocks[i], 64 * KiB, kDefaultAlignment, 0);
+  a.trim();
+  EXPECT_EQ(a.check_invariants(), "");
+  EXPECT_EQ(device->stats().bytes.current, 0u);
+  EXPECT_EQ(a.stats().reserved_bytes.current, 0u);
+}
+
+TEST(CachingPytorch, ExpandableConformanceChurnThroughTheRegistry) {
+  // The conformance suite's churn (allocator_conformance_test.cc) on caching.pytorch with expandable
+  // segments: 100,000 operations around ~1,000 live blocks, one stream, mixed alignments, stats exact.
+  auto [upstream, allocator] = testing::build("caching.pytorch:expandable_segments=true", "simulated");
+  testing::LiveBlocks live(upstream->touchable());
+  struct Live {
+    void* p;
+    std::size_t size;
+    std::size_t alignment;
+    std::uint64_t allocated;
+  };
+  std::vector<Live> blocks;
+  std::mt19937_64 rng(20261123);
+  std::uniform_real_distribution<double> log_size(0.0, std::log(double(256 << 10)));
+  const std::size_t alignments[] = {16, 16, 16, 16, 8, 64, 256, 4096};
+  std::uint64_t requested = 0;
+  for (int op = 0; op < 100'000; ++op) {
+    const bool allocate = blocks.empty() || (blocks.size() < 2000 && rng() % 100 < (blocks.size() < 1000 ? 60u : 40u));
+    const std::uint64_t allocated_before = allocator->stats().allocated_bytes.current;
+    if (allocate) {
+      const std::size_t size = std::max<std::size_t>(1, static_cast<std::size_t>(std::exp(log_size(rng))));
+      const std::size_t alignment = alignments[rng() % std::size(alignments)];
+      void* p = allocator->allocate(size, alignment, 0);
+      ASSERT_NE(p, nullptr) << "op " << op;
+      ASSERT_EQ(address_of(p) % alignment, 0u);
+      ASSERT_EQ(live.add(p, size, static_cast<std::uint64_t>(op)), "") << "op " << op;
+      blocks.push_back({p, size, alignment, allocator->stats().allocated_bytes.current - allocated_before});
+      requested += size;
+    } else {
+      const std::size_t victim = rng() % blocks.size();
+      const Live block = blocks[victim];
+      blocks[victim] = blocks.back();
+      blocks.pop_back();
+      ASSERT_EQ(live.remove(block.p, block.size), "") << "op " << op;
+      allocator->deallocate(block.p, block.size, block.alignment, 0);
+      ASSERT_EQ(allocated_before - allocator->stats().allocated_bytes.current, block.allocated) << "op " << op;
+      requested -= block.size;
+    }
+    ASSERT_EQ(allocator->check_invariants(), "") << "after op " << op;
+    const AllocatorStats s = allocator->stats();
+    ASSERT_EQ(s.requested_bytes.current, requested);
+    ASSERT_EQ(s.failed_requests, 0u);
+    ASSERT_LE(s.allocated_bytes.current, s.reserved_bytes.current);
+    ASSERT_EQ(s.free_bytes, s.reserved_bytes.current - s.allocated_bytes.current);
+    ASSERT_LE(s.largest_free_block, s.free_bytes);
+    ASSERT_EQ(s.reserved_bytes.current, upstream->stats().bytes.current);
+    ASSERT_EQ(s.upstream_allocs - s.upstream_frees, upstream->stats().allocs - upstream->stats().frees);
+  }
+  for (const Live& block : blocks) {
+    ASSERT_EQ(live.remove(block.p, block.size), "");
+    allocator->deallocate(block.p, block.size, block.alignment, 0);
+  }
+  allocator->trim();
+  ASSERT_EQ(allocator->check_invariants(), "");
+  EXPECT_EQ(allocator->stats().reserved_bytes.current, 0u);
+  EXPECT_EQ(upstream->stats().bytes.current, 0u);
 }
 
 // ---- Randomized churn against a model ------------------------------------------------------------------
@@ -646,6 +927,16 @@ TEST(CachingPytorch, RandomChurnOnTheSimulatedDevice) { churn("", "simulated:cap
 
 TEST(CachingPytorch, RandomChurnWithEveryOptionUnderPressure) {
   churn("max_split_size=24MiB,roundup_power2_divisions=4,per_process_memory_fraction=0.9,garbage_collection_threshold=0.5",
+        "simulated:capacity=2GiB", 48 * MiB, 40'000, true);
+}
+
+TEST(CachingPytorch, RandomChurnWithExpandableSegments) {
+  churn("expandable_segments=true", "simulated:capacity=80GiB", 64 * MiB, 40'000, false);
+}
+
+TEST(CachingPytorch, RandomChurnWithExpandableSegmentsUnderPressure) {
+  churn("expandable_segments=true,max_split_size=24MiB,roundup_power2_divisions=4,per_process_memory_fraction=0.9,"
+        "garbage_collection_threshold=0.5",
         "simulated:capacity=2GiB", 48 * MiB, 40'000, true);
 }
 
