@@ -1,0 +1,316 @@
+// bench_replay: generated traces replayed against every tiermark allocator on a simulated device.
+//   replay/<workload>/<allocator>   one iteration replays the whole trace once on a fresh allocator
+//
+// Per row: items_per_second (alloc + free events per second; nothing but the operations in the timed
+// loop), then from a second, separate pass that times each operation with std::chrono::steady_clock
+// (minus the measured cost of reading the clock) alloc_p50_ns, alloc_p99_ns, free_p50_ns and
+// free_p99_ns, and from the allocator's stats after a full replay the metrics of shared/REFERENCE.md
+// section 6: peak_requested_bytes, peak_reserved_bytes, efficiency, failed_requests. lower_bound_bytes
+// is the trace's own peak of live requested bytes, the floor any allocator is measured against.
+//
+// Invariants of the replay: the trace is flattened before any timing into ReplayOps whose slots are
+// dense indices into a vector<void*> (ids of any value are remapped, and a freed id's slot is reused,
+// so the vector is as long as the peak number of live blocks); a free carries the size, alignment and
+// stream of its allocation, as the allocator contract asks; a failed allocation is counted by the
+// allocator, its free is skipped, and the row reports the failures instead of being dropped.
+// Allocator construction, destruction and the release of blocks still live at the end of a trace are
+// outside the timed region (PauseTiming). Nothing is asserted: the numbers are measured.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "allocators/allocator_types.h"
+#include "allocators/registry.h"
+#include "workloads/trace_recorder.h"
+#include "workloads/workload_generator.h"
+
+namespace tiermark {
+namespace {
+
+// An A100/H100-sized device (80 GiB), so that every workload here fits with room to spare and a
+// failure says something about the allocator, not the device.
+constexpr const char* kUpstreamSpec = "simulated:capacity=80GiB";
+
+struct WorkloadSpec {
+  const char* label;  // the row's <workload>: no regex metacharacters, so filters stay simple
+  const char* spec;
+};
+// Small but representative: about 10^5 events each (the same configurations as bench_traces).
+constexpr WorkloadSpec kWorkloads[] = {
+    {"transformer-train", "transformer/cs336-2.7b:steps=2"},
+    {"transformer-inference", "transformer/cs336-2.7b:steps=2,mode=inference"},
+    {"cnn-resnet50", "cnn/resnet50:batch=32,steps=2"},
+    {"llm-serve-paged", "llm-serve/llama2-7b:requests=200,kv=paged"},
+    {"llm-serve-exact", "llm-serve/llama2-7b:requests=200,kv=exact"},
+};
+
+enum class Op : std::uint8_t { kAlloc, kFree };
+
+struct ReplayOp {
+  std::uint64_t size;      // a free carries its allocation's size,
+  std::uint32_t slot;      // index into the replay's vector<void*>
+  StreamId stream;         // stream
+  std::uint32_t alignment; // and alignment (at most kMaxTraceAlignment = 2^30)
+  Op op;
+};
+
+struct Replay {
+  std::vector<ReplayOp> ops;
+  std::vector<ReplayOp> leftovers;  // allocations never freed by the trace, released after each replay
+  std::size_t slots = 0;            // peak number of live blocks
+  std::size_t allocs = 0;
+  std::size_t frees = 0;
+  std::uint64_t lower_bound = 0;  // peak of live requested bytes
+};
+
+// Trace -> ReplayOps: phases and counters dropped, ids remapped to dense reusable slots.
+Replay flatten(const TraceRecorder& trace) {
+  struct Live {
+    std::uint32_t slot;
+    std::uint64_t size;
+    std::uint32_t alignment;
+    StreamId stream;
+  };
+  Replay replay;
+  std::unordered_map<SlotId, Live> live;
+  std::vector<std::uint32_t> free_slots;
+  std::uint64_t requested = 0;
+  replay.ops.reserve(trace.events().size());
+  for (const TraceEvent& e : trace.events()) {
+    if (e.kind == EventKind::kAlloc) {
+      std::uint32_t slot;
+      if (free_slots.empty()) {
+        slot = static_cast<std::uint32_t>(replay.slots++);
+      } else {
+        slot = free_slots.back();
+        free_slots.pop_back();
+      }
+      const Live block{slot, e.size, static_cast<std::uint32_t>(e.alignment), e.stream};
+      live.emplace(e.id, block);
+      replay.ops.push_back({block.size, block.slot, block.stream, block.alignment, Op::kAlloc});
+      ++replay.allocs;
+      requested += e.size;
+      replay.lower_bound = std::max(replay.lower_bound, requested);
+    } else if (e.kind == EventKind::kFree) {
+      // Generated traces are validated on the way to the sink, so every free names a live id.
+      const auto it = live.find(e.id);
+      const Live block = it->second;
+      live.erase(it);
+      replay.ops.push_back({block.size, block.slot, block.stream, block.alignment, Op::kFree});
+      ++replay.frees;
+      requested -= block.size;
+      free_slots.push_back(block.slot);
+    }
+  }
+  for (const auto& [id, block] : live) {
+    replay.leftovers.push_back({block.size, block.slot, block.stream, block.alignment, Op::kFree});
+  }
+  return replay;
+}
+
+// Generated on first use rather than at startup, once per process, so a filtered run (the smoke
+// test, `--benchmark_filter=llm-serve`) only pays for the workloads it replays.
+class WorkloadCache {
+ public:
+  explicit WorkloadCache(const char* spec) : spec_(spec) {}
+  const Replay& get() {
+    if (!replay_) {
+      TraceRecorder trace;
+      generate_workload(spec_, trace);
+      replay_ = std::make_unique<Replay>(flatten(trace));
+    }
+    return *replay_;
+  }
+
+ private:
+  std::string spec_;
+  std::unique_ptr<Replay> replay_;
+};
+
+// A fresh allocator of type T on its own simulated device, for one replay.
+template <class T>
+struct DeviceFixture {
+  std::unique_ptr<Upstream> upstream = make_upstream(kUpstreamSpec);
+  T allocator{make_options(std::string(T::kName), T::kName, T::option_specs()), *upstream};
+};
+
+template <class A>
+void replay_ops(A& allocator, const std::vector<ReplayOp>& ops, std::vector<void*>& slots) {
+  for (const ReplayOp& op : ops) {
+    if (op.op == Op::kAlloc) {
+      slots[op.slot] = allocator.allocate(op.size, op.alignment, op.stream);
+    } else if (void* p = slots[op.slot]; p != nullptr) [[likely]] {
+      allocator.deallocate(p, op.size, op.alignment, op.stream);
+    }
+  }
+}
+
+template <class A>
+void release_leftovers(A& allocator, const Replay& replay, std::vector<void*>& slots) {
+  for (const ReplayOp& op : replay.leftovers) {
+    if (slots[op.slot] != nullptr) allocator.deallocate(slots[op.slot], op.size, op.alignment, op.stream);
+  }
+}
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t elapsed_ns(Clock::time_point t0, Clock::time_point t1) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
+}
+
+// The median cost of an empty timed region, shaped exactly like the timed operations below.
+std::int64_t timer_overhead_ns() {
+  constexpr std::size_t kSamples = 20'001;
+  std::vector<std::int64_t> samples(kSamples);
+  for (std::int64_t& sample : samples) {
+    const Clock::time_point t0 = Clock::now();
+    benchmark::ClobberMemory();
+    benchmark::ClobberMemory();
+    const Clock::time_point t1 = Clock::now();
+    sample = elapsed_ns(t0, t1);
+  }
+  std::nth_element(samples.begin(), samples.begin() + kSamples / 2, samples.end());
+  return samples[kSamples / 2];
+}
+
+// Nearest-rank percentile q in (0, 1]; reorders `samples`. 0 when there are none.
+double percentile(std::vector<std::int64_t>& samples, double q) {
+  if (samples.empty()) return 0;
+  const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(samples.size())));
+  const auto nth = samples.begin() + static_cast<std::ptrdiff_t>(std::max<std::size_t>(rank, 1) - 1);
+  std::nth_element(samples.begin(), nth, samples.end());
+  return static_cast<double>(*nth);
+}
+
+struct Latencies {
+  std::vector<std::int64_t> alloc_ns;
+  std::vector<std::int64_t> free_ns;
+};
+
+// The latency pass: the same replay with each operation timed on its own. The memory clobbers keep
+// the compiler from moving the operation's stores out of the timed region.
+template <class A>
+Latencies time_ops(A& allocator, const Replay& replay, std::vector<void*>& slots, std::int64_t overhead) {
+  Latencies out;
+  out.alloc_ns.reserve(replay.allocs);
+  out.free_ns.reserve(replay.frees);
+  for (const ReplayOp& op : replay.ops) {
+    if (op.op == Op::kAlloc) {
+      const Clock::time_point t0 = Clock::now();
+      benchmark::ClobberMemory();
+      void* p = allocator.allocate(op.size, op.alignment, op.stream);
+      benchmark::DoNotOptimize(std::as_const(p));  // const: see bench_allocators.cc pair_loop
+      benchmark::ClobberMemory();
+      const Clock::time_point t1 = Clock::now();
+      slots[op.slot] = p;
+      out.alloc_ns.push_back(std::max<std::int64_t>(elapsed_ns(t0, t1) - overhead, 0));
+    } else if (void* p = slots[op.slot]; p != nullptr) {
+      const Clock::time_point t0 = Clock::now();
+      benchmark::ClobberMemory();
+      allocator.deallocate(p, op.size, op.alignment, op.stream);
+      benchmark::ClobberMemory();
+      const Clock::time_point t1 = Clock::now();
+      out.free_ns.push_back(std::max<std::int64_t>(elapsed_ns(t0, t1) - overhead, 0));
+    }
+  }
+  return out;
+}
+
+benchmark::Counter bytes_counter(std::uint64_t bytes) {
+  return benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kDefaults,
+                            benchmark::Counter::OneK::kIs1024);
+}
+
+template <class T>
+void replay_benchmark(benchmark::State& state, WorkloadCache& workload) {
+  const Replay* replay = nullptr;
+  try {
+    replay = &workload.get();
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    for (auto _ : state) {
+    }
+    return;
+  }
+  std::vector<void*> slots(replay->slots, nullptr);
+
+  // Throughput: whole-trace replays, each on a fresh allocator built and torn down untimed.
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto fixture = std::make_unique<DeviceFixture<T>>();
+    state.ResumeTiming();
+    replay_ops(fixture->allocator, replay->ops, slots);
+    state.PauseTiming();
+    release_leftovers(fixture->allocator, *replay, slots);
+    fixture.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(replay->ops.size()));
+
+  // Latency and memory: one more replay, untimed by the framework, on its own fresh allocator.
+  const std::int64_t overhead = timer_overhead_ns();
+  DeviceFixture<T> fixture;
+  Latencies latencies = time_ops(fixture.allocator, *replay, slots, overhead);
+  const AllocatorStats s = fixture.allocator.stats();  // after the full trace, before leftovers go
+  release_leftovers(fixture.allocator, *replay, slots);
+
+  state.counters["alloc_p50_ns"] = percentile(latencies.alloc_ns, 0.50);
+  state.counters["alloc_p99_ns"] = percentile(latencies.alloc_ns, 0.99);
+  state.counters["free_p50_ns"] = percentile(latencies.free_ns, 0.50);
+  state.counters["free_p99_ns"] = percentile(latencies.free_ns, 0.99);
+  state.counters["timer_overhead_ns"] = static_cast<double>(overhead);
+  state.counters["lower_bound_bytes"] = bytes_counter(replay->lower_bound);
+  state.counters["peak_requested_bytes"] = bytes_counter(s.requested_bytes.peak);
+  if (s.reserved_known) {
+    state.counters["peak_reserved_bytes"] = bytes_counter(s.reserved_bytes.peak);
+    if (s.reserved_bytes.peak != 0) {
+      state.counters["efficiency"] = double(s.requested_bytes.peak) / double(s.reserved_bytes.peak);
+    }
+  }
+  state.counters["failed_requests"] = static_cast<double>(s.failed_requests);
+  state.counters["upstream_allocs"] = static_cast<double>(s.upstream_allocs);
+  // Reported, not hidden: the row keeps its numbers and says that they describe a partial replay.
+  if (s.failed_requests != 0) state.SetLabel("FAILED " + std::to_string(s.failed_requests) + " requests");
+}
+
+void register_all() {
+  for (const WorkloadSpec& w : kWorkloads) {
+    auto workload = std::make_shared<WorkloadCache>(w.spec);
+    benchmark::AddCustomContext(std::string("tiermark_workload.") + w.label, w.spec);
+    AllAllocatorTypes::for_each([&]<class T>(std::type_identity<T>) {
+      // `system` is the process's malloc: it ignores the upstream and would back every byte of an
+      // 80 GiB device trace with real host memory, so it has no place on the simulated device.
+      if constexpr (std::is_same_v<T, SystemAllocator>) return;
+      const std::string name = std::string("replay/") + w.label + "/" + std::string(T::kName);
+      benchmark::RegisterBenchmark(name.c_str(), [workload](benchmark::State& state) {
+        replay_benchmark<T>(state, *workload);
+      })->Unit(benchmark::kMillisecond);
+    });
+  }
+}
+
+}  // namespace
+}  // namespace tiermark
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  benchmark::AddCustomContext("tiermark_build_type", TIERMARK_BUILD_TYPE);
+  benchmark::AddCustomContext("tiermark_sanitizer", TIERMARK_SANITIZER);
+  benchmark::AddCustomContext("tiermark_upstream", tiermark::kUpstreamSpec);
+  tiermark::register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
