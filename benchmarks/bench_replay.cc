@@ -1,5 +1,7 @@
 // bench_replay: generated traces replayed against every tiermark allocator on a simulated device.
 //   replay/<workload>/<allocator>   one iteration replays the whole trace once on a fresh allocator
+//   replay/<workload>/planner       the offline greedy-by-size plan of the trace (planned untimed,
+//                                   once), replayed through PlannedAllocator: the practical oracle
 //
 // Per row: items_per_second (alloc + free events per second; nothing but the operations in the timed
 // loop), then from a second, separate pass that times each operation with std::chrono::steady_clock
@@ -31,6 +33,7 @@
 #include <vector>
 
 #include "allocators/allocator_types.h"
+#include "allocators/offline_planner.h"
 #include "allocators/registry.h"
 #include "workloads/trace_recorder.h"
 #include "workloads/workload_generator.h"
@@ -72,6 +75,8 @@ struct Replay {
   std::size_t allocs = 0;
   std::size_t frees = 0;
   std::uint64_t lower_bound = 0;  // peak of live requested bytes
+  std::vector<PlannedBuffer> buffers;  // one per alloc, in order, lifetimes as op indices (the planner's input)
+  MemoryPlan plan;                     // filled on first use by the planner row (see WorkloadCache)
 };
 
 // Trace -> ReplayOps: phases and counters dropped, ids remapped to dense reusable slots.
@@ -84,6 +89,7 @@ Replay flatten(const TraceRecorder& trace) {
   };
   Replay replay;
   std::unordered_map<SlotId, Live> live;
+  std::unordered_map<SlotId, std::size_t> buffer_of;  // live id -> its index in replay.buffers
   std::vector<std::uint32_t> free_slots;
   std::uint64_t requested = 0;
   replay.ops.reserve(trace.events().size());
@@ -98,6 +104,8 @@ Replay flatten(const TraceRecorder& trace) {
       }
       const Live block{slot, e.size, static_cast<std::uint32_t>(e.alignment), e.stream};
       live.emplace(e.id, block);
+      buffer_of.emplace(e.id, replay.buffers.size());
+      replay.buffers.push_back({e.size, e.alignment, replay.ops.size(), UINT64_MAX});
       replay.ops.push_back({block.size, block.slot, block.stream, block.alignment, Op::kAlloc});
       ++replay.allocs;
       requested += e.size;
@@ -107,6 +115,9 @@ Replay flatten(const TraceRecorder& trace) {
       const auto it = live.find(e.id);
       const Live block = it->second;
       live.erase(it);
+      const auto buffer = buffer_of.find(e.id);
+      replay.buffers[buffer->second].last_use = replay.ops.size();
+      buffer_of.erase(buffer);
       replay.ops.push_back({block.size, block.slot, block.stream, block.alignment, Op::kFree});
       ++replay.frees;
       requested -= block.size;
@@ -116,6 +127,8 @@ Replay flatten(const TraceRecorder& trace) {
   for (const auto& [id, block] : live) {
     replay.leftovers.push_back({block.size, block.slot, block.stream, block.alignment, Op::kFree});
   }
+  // A block the trace never frees lives to its end.
+  for (PlannedBuffer& buffer : replay.buffers) buffer.last_use = std::min<std::uint64_t>(buffer.last_use, replay.ops.size());
   return replay;
 }
 
@@ -132,6 +145,12 @@ class WorkloadCache {
     }
     return *replay_;
   }
+  // The trace with its greedy-by-size plan, made on first use (untimed, outside every replay).
+  const Replay& planned() {
+    get();
+    if (replay_->plan.offsets.size() != replay_->buffers.size()) replay_->plan = plan_greedy_by_size(replay_->buffers);
+    return *replay_;
+  }
 
  private:
   std::string spec_;
@@ -143,6 +162,13 @@ template <class T>
 struct DeviceFixture {
   std::unique_ptr<Upstream> upstream = make_upstream(kUpstreamSpec);
   T allocator{make_options(std::string(T::kName), T::kName, T::option_specs()), *upstream};
+};
+
+// The replay's plan served by PlannedAllocator on its own simulated device.
+struct PlannerFixture {
+  explicit PlannerFixture(const Replay& replay) : allocator(replay.plan, replay.buffers, *upstream) {}
+  std::unique_ptr<Upstream> upstream = make_upstream(kUpstreamSpec);
+  PlannedAllocator allocator;
 };
 
 template <class A>
@@ -232,11 +258,13 @@ benchmark::Counter bytes_counter(std::uint64_t bytes) {
                             benchmark::Counter::OneK::kIs1024);
 }
 
-template <class T>
-void replay_benchmark(benchmark::State& state, WorkloadCache& workload) {
+// `get_replay()` returns the Replay (generating or planning it on first use); `make_fixture(replay)`
+// returns a fresh fixture whose `allocator` member the rows replay.
+template <class GetReplay, class MakeFixture>
+void replay_benchmark(benchmark::State& state, GetReplay get_replay, MakeFixture make_fixture) {
   const Replay* replay = nullptr;
   try {
-    replay = &workload.get();
+    replay = &get_replay();
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     for (auto _ : state) {
@@ -248,7 +276,7 @@ void replay_benchmark(benchmark::State& state, WorkloadCache& workload) {
   // Throughput: whole-trace replays, each on a fresh allocator built and torn down untimed.
   for (auto _ : state) {
     state.PauseTiming();
-    auto fixture = std::make_unique<DeviceFixture<T>>();
+    auto fixture = make_fixture(*replay);
     state.ResumeTiming();
     replay_ops(fixture->allocator, replay->ops, slots);
     state.PauseTiming();
@@ -260,10 +288,10 @@ void replay_benchmark(benchmark::State& state, WorkloadCache& workload) {
 
   // Latency and memory: one more replay, untimed by the framework, on its own fresh allocator.
   const std::int64_t overhead = timer_overhead_ns();
-  DeviceFixture<T> fixture;
-  Latencies latencies = time_ops(fixture.allocator, *replay, slots, overhead);
-  const AllocatorStats s = fixture.allocator.stats();  // after the full trace, before leftovers go
-  release_leftovers(fixture.allocator, *replay, slots);
+  auto fixture = make_fixture(*replay);
+  Latencies latencies = time_ops(fixture->allocator, *replay, slots, overhead);
+  const AllocatorStats s = fixture->allocator.stats();  // after the full trace, before leftovers go
+  release_leftovers(fixture->allocator, *replay, slots);
 
   state.counters["alloc_p50_ns"] = percentile(latencies.alloc_ns, 0.50);
   state.counters["alloc_p99_ns"] = percentile(latencies.alloc_ns, 0.99);
@@ -294,9 +322,16 @@ void register_all() {
       if constexpr (std::is_same_v<T, SystemAllocator>) return;
       const std::string name = std::string("replay/") + w.label + "/" + std::string(T::kName);
       benchmark::RegisterBenchmark(name.c_str(), [workload](benchmark::State& state) {
-        replay_benchmark<T>(state, *workload);
+        replay_benchmark(
+            state, [&]() -> const Replay& { return workload->get(); },
+            [](const Replay&) { return std::make_unique<DeviceFixture<T>>(); });
       })->Unit(benchmark::kMillisecond);
     });
+    benchmark::RegisterBenchmark((std::string("replay/") + w.label + "/planner").c_str(), [workload](benchmark::State& state) {
+      replay_benchmark(
+          state, [&]() -> const Replay& { return workload->planned(); },
+          [](const Replay& replay) { return std::make_unique<PlannerFixture>(replay); });
+    })->Unit(benchmark::kMillisecond);
   }
 }
 
