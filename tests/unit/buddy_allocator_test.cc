@@ -36,32 +36,18 @@ template <class Memory>
 struct Buddy {
   Memory memory;
   BuddyAllocator a;
-  testing::LiveBlocks live;
-  std::uint64_t next_id = 1;
+  testing::CheckedCalls<BuddyAllocator> calls;
 
   explicit Buddy(const std::string& spec, const std::string& memory_spec = std::string(Memory::kName))
       : memory(make_options(memory_spec, Memory::kName, Memory::option_specs())),
         a(make_options(spec, "buddy", BuddyAllocator::option_specs()), memory),
-        live(memory.touchable()) {}
+        calls(a, memory.touchable()) {}
 
-  void* allocate(std::size_t size, std::size_t alignment = kDefaultAlignment) {
-    void* p = a.allocate(size, alignment, 0);
-    EXPECT_EQ(a.check_invariants(), "") << "after allocate(" << size << ", " << alignment << ")";
-    if (p != nullptr) {
-      EXPECT_EQ(address_of(p) % alignment, 0u) << "size " << size << " alignment " << alignment;
-      EXPECT_EQ(live.add(p, size, next_id++), "");
-    }
-    return p;
-  }
+  void* allocate(std::size_t size, std::size_t alignment = kDefaultAlignment) { return calls.allocate(size, alignment); }
   void deallocate(void* p, std::size_t size, std::size_t alignment = kDefaultAlignment) {
-    EXPECT_EQ(live.remove(p, size), "");
-    a.deallocate(p, size, alignment, 0);
-    EXPECT_EQ(a.check_invariants(), "") << "after deallocate(" << size << ", " << alignment << ")";
+    calls.deallocate(p, size, alignment);
   }
-  void trim() {
-    a.trim();
-    EXPECT_EQ(a.check_invariants(), "") << "after trim()";
-  }
+  void trim() { calls.trim(); }
   AllocatorStats stats() const { return a.stats(); }
 };
 

@@ -36,26 +36,13 @@ Options bfc_options(const std::string& settings) {
 class Bfc {
  public:
   Bfc(const std::string& memory, const std::string& settings)
-      : upstream_(make_upstream(memory)), bfc_(bfc_options(settings), *upstream_), live_(upstream_->touchable()) {}
+      : upstream_(make_upstream(memory)), bfc_(bfc_options(settings), *upstream_), calls_(bfc_, upstream_->touchable()) {}
 
-  void* allocate(std::size_t size, std::size_t alignment = kDefaultAlignment) {
-    void* p = bfc_.allocate(size, alignment, 0);
-    EXPECT_EQ(bfc_.check_invariants(), "") << "after allocate(" << size << ", " << alignment << ")";
-    if (p != nullptr) {
-      EXPECT_EQ(address_of(p) % alignment, 0u);
-      EXPECT_EQ(live_.add(p, size, next_id_++), "");
-    }
-    return p;
-  }
+  void* allocate(std::size_t size, std::size_t alignment = kDefaultAlignment) { return calls_.allocate(size, alignment); }
   void deallocate(void* p, std::size_t size, std::size_t alignment = kDefaultAlignment) {
-    EXPECT_EQ(live_.remove(p, size), "");
-    bfc_.deallocate(p, size, alignment, 0);
-    EXPECT_EQ(bfc_.check_invariants(), "") << "after deallocate(" << size << ")";
+    calls_.deallocate(p, size, alignment);
   }
-  void trim() {
-    bfc_.trim();
-    EXPECT_EQ(bfc_.check_invariants(), "") << "after trim()";
-  }
+  void trim() { calls_.trim(); }
 
   CachingBfcAllocator& operator*() { return bfc_; }
   CachingBfcAllocator* operator->() { return &bfc_; }
@@ -73,8 +60,7 @@ class Bfc {
  private:
   std::unique_ptr<Upstream> upstream_;
   CachingBfcAllocator bfc_;
-  testing::LiveBlocks live_;
-  std::uint64_t next_id_ = 0;
+  testing::CheckedCalls<CachingBfcAllocator> calls_;
 };
 
 using Layout = std::vector<std::tuple<std::uint64_t, std::uint64_t, bool>>;

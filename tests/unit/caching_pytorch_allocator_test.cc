@@ -39,30 +39,21 @@ Options pytorch_options(const std::string& settings) {
 class Harness {
  public:
   explicit Harness(const std::string& settings = "", const std::string& memory = "simulated:capacity=80GiB")
-      : device_(make_upstream(memory)), allocator_(pytorch_options(settings), *device_), live_(device_->touchable()) {}
+      : device_(make_upstream(memory)), allocator_(pytorch_options(settings), *device_), calls_(allocator_, device_->touchable()) {}
 
   void* alloc(std::uint64_t size, StreamId stream = 0, std::size_t alignment = kDefaultAlignment) {
-    void* p = allocator_.allocate(size, alignment, stream);
-    EXPECT_EQ(allocator_.check_invariants(), "");
-    if (p != nullptr) {
-      EXPECT_EQ(address_of(p) % alignment, 0u);
-      EXPECT_EQ(live_.add(p, size, next_id_++), "");
-      sizes_[p] = {size, alignment, stream};
-    }
+    void* p = calls_.allocate(size, alignment, stream);
+    if (p != nullptr) sizes_[p] = {size, alignment, stream};
     return p;
   }
+  // Frees p with the request it was allocated with.
   void release(void* p) {
     const auto it = sizes_.find(p);
     ASSERT_NE(it, sizes_.end());
-    EXPECT_EQ(live_.remove(p, it->second.size), "");
-    allocator_.deallocate(p, it->second.size, it->second.alignment, it->second.stream);
+    calls_.deallocate(p, it->second.size, it->second.alignment, it->second.stream);
     sizes_.erase(it);
-    EXPECT_EQ(allocator_.check_invariants(), "");
   }
-  void trim() {
-    allocator_.trim();
-    EXPECT_EQ(allocator_.check_invariants(), "");
-  }
+  void trim() { calls_.trim(); }
 
   CachingPytorchAllocator& a() { return allocator_; }
   PytorchMemoryStats ms() const { return allocator_.memory_stats(); }
@@ -81,9 +72,8 @@ class Harness {
   };
   std::unique_ptr<Upstream> device_;
   CachingPytorchAllocator allocator_;
-  testing::LiveBlocks live_;
+  testing::CheckedCalls<CachingPytorchAllocator> calls_;
   std::map<void*, Request> sizes_;
-  std::uint64_t next_id_ = 0;
 };
 
 // ---- Rounding ----------------------------------------------------------------------------------------

@@ -45,26 +45,13 @@ class Pool {
       : memory_(make_options(memory_spec, Memory::kName, Memory::option_specs())),
         pool_(pool_options(settings), memory_),
         base_(pool_.chunks().empty() ? 0 : pool_.chunks().front().address),
-        live_(memory_.touchable()) {}
+        calls_(pool_, memory_.touchable()) {}
 
-  void* allocate(std::size_t size, std::size_t alignment = kDefaultAlignment) {
-    void* p = pool_.allocate(size, alignment, 0);
-    EXPECT_EQ(pool_.check_invariants(), "") << "after allocate(" << size << ", " << alignment << ")";
-    if (p != nullptr) {
-      EXPECT_EQ(address_of(p) % alignment, 0u);
-      EXPECT_EQ(live_.add(p, size, next_id_++), "");
-    }
-    return p;
-  }
+  void* allocate(std::size_t size, std::size_t alignment = kDefaultAlignment) { return calls_.allocate(size, alignment); }
   void deallocate(void* p, std::size_t size, std::size_t alignment = kDefaultAlignment) {
-    EXPECT_EQ(live_.remove(p, size), "");
-    pool_.deallocate(p, size, alignment, 0);
-    EXPECT_EQ(pool_.check_invariants(), "") << "after deallocate(" << size << ", " << alignment << ")";
+    calls_.deallocate(p, size, alignment);
   }
-  void trim() {
-    pool_.trim();
-    EXPECT_EQ(pool_.check_invariants(), "") << "after trim()";
-  }
+  void trim() { calls_.trim(); }
 
   std::uint64_t offset(const void* p) const { return address_of(p) - base_; }
   Layout free_layout() const {
@@ -87,8 +74,7 @@ class Pool {
   Memory memory_;
   CoalescingPoolAllocator pool_;
   std::uintptr_t base_;
-  testing::LiveBlocks live_;
-  std::uint64_t next_id_ = 1;
+  testing::CheckedCalls<CoalescingPoolAllocator> calls_;
 };
 
 using DevicePool = Pool<SimulatedUpstream>;

@@ -1,5 +1,6 @@
 // Helpers shared by the allocator tests: building allocators from specs, reading the process's
-// resident memory, and an independent model of live blocks that checks non-overlap and contents.
+// resident memory, an independent model of live blocks that checks non-overlap and contents, and
+// CheckedCalls, which checks every call a hand-written allocator test makes.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -122,6 +123,39 @@ class LiveBlocks {
 
   bool touchable_;
   std::map<std::uintptr_t, Block> blocks_;
+};
+
+// Every call a hand-written test makes to allocator `A`, checked: check_invariants() after each
+// operation, the alignment honoured, and through LiveBlocks no overlap and (on host memory) the
+// block's contents unchanged from allocation to free. Test fixtures hold one beside their allocator.
+template <class A>
+class CheckedCalls {
+ public:
+  CheckedCalls(A& allocator, bool touchable) : allocator_(allocator), live_(touchable) {}
+
+  void* allocate(std::size_t size, std::size_t alignment = kDefaultAlignment, StreamId stream = 0) {
+    void* p = allocator_.allocate(size, alignment, stream);
+    EXPECT_EQ(allocator_.check_invariants(), "") << "after allocate(" << size << ", " << alignment << ")";
+    if (p != nullptr) {
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % alignment, 0u) << "size " << size << " alignment " << alignment;
+      EXPECT_EQ(live_.add(p, size, next_id_++), "");
+    }
+    return p;
+  }
+  void deallocate(void* p, std::size_t size, std::size_t alignment = kDefaultAlignment, StreamId stream = 0) {
+    EXPECT_EQ(live_.remove(p, size), "");
+    allocator_.deallocate(p, size, alignment, stream);
+    EXPECT_EQ(allocator_.check_invariants(), "") << "after deallocate(" << size << ", " << alignment << ")";
+  }
+  void trim() {
+    allocator_.trim();
+    EXPECT_EQ(allocator_.check_invariants(), "") << "after trim()";
+  }
+
+ private:
+  A& allocator_;
+  LiveBlocks live_;
+  std::uint64_t next_id_ = 1;
 };
 
 }  // namespace tiermark::testing
