@@ -99,6 +99,10 @@ const std::vector<OptionSpec>& option_specs() {
        "adamw (torch.optim.AdamW, foreach: exp_avg and exp_avg_sq created at the first step, one sqrt temporary "
        "per parameter each step), sgd (momentum buffer cloned from the first gradient) or none",
        {"adamw", "sgd", "none"}},
+      {"foreach", OptionType::kBool, "true",
+       "the optimizer's multi-tensor (foreach) implementation, PyTorch's default for CUDA tensors: AdamW's sqrt "
+       "temporaries exist for every parameter at once; false: the per-parameter loop (_single_tensor_adam), whose "
+       "sqrt and denominator temporaries live one parameter at a time"},
       {"zero_grad", OptionType::kChoice, "none",
        "after each optimizer step: none (set_to_none, the PyTorch 2 default: gradients are freed and recreated "
        "by the next backward) or keep (zeroed in place: gradients persist across steps)",
@@ -154,7 +158,7 @@ struct Config {
   std::uint32_t p = 4;  // bytes per element of dtype
   std::string dtype;
   bool autocast = false, layernorm = false, swiglu = true, flash = false, rope = true, causal = true;
-  bool bias = false, tie = false, dropout = false, recompute = false, keep_grads = false;
+  bool bias = false, tie = false, dropout = false, recompute = false, keep_grads = false, foreach = true;
   Optimizer optimizer = Optimizer::kAdamW;
   std::uint64_t workspace = 0;
 };
@@ -215,6 +219,7 @@ Config read_config(const Options& options) {
   const std::string& optimizer = options.choice("optimizer");
   c.optimizer = optimizer == "adamw" ? Optimizer::kAdamW : optimizer == "sgd" ? Optimizer::kSgd : Optimizer::kNone;
   c.keep_grads = options.choice("zero_grad") == "keep";
+  c.foreach = options.flag("foreach");
   c.workspace = options.size("cublas_workspace");
   if (c.workspace > kMaxTraceSize) options.reject("cublas_workspace", "is above the largest trace block (2^56 B)");
   c.f = options.count("f");
@@ -872,6 +877,23 @@ class Transformer {
         state_.push_back(eager_.alloc(bytes, "adam.exp_avg." + eager_.tag(t)));
         state_.push_back(eager_.alloc(bytes, "adam.exp_avg_sq." + eager_.tag(t)));
       }
+    }
+    if (!c_.foreach) {
+      // torch/optim/adam.py _single_tensor_adam: `denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt)
+      // .add_(eps)` makes the sqrt, then the quotient, then drops the sqrt; the previous parameter's
+      // denom dies only when the name is rebound, after the new one exists; the last at return.
+      int previous = -1;
+      for (std::size_t p = 0; p < n; ++p) {
+        const Tid t = eager_.param_tensor(static_cast<int>(p));
+        const std::uint64_t bytes = eager_.elems(t) * eager_.eb(t);
+        const int sqrt_block = eager_.alloc(bytes, "adam.sqrt." + eager_.tag(t));
+        const int denom = eager_.alloc(bytes, "adam.denom." + eager_.tag(t));
+        eager_.unref(sqrt_block);
+        if (previous >= 0) eager_.unref(previous);
+        previous = denom;
+      }
+      if (previous >= 0) eager_.unref(previous);
+      return;
     }
     std::vector<int> denominators;
     for (std::size_t p = 0; p < n; ++p) {

@@ -442,6 +442,28 @@ TEST(TransformerGenerator, AdamStateIsCreatedAtTheFirstStepOnly) {
   EXPECT_EQ(denominators["step1.optimizer"], params);
 }
 
+TEST(TransformerGenerator, ForLoopAdamHoldsOneParametersTemporariesAtATime) {
+  const TraceRecorder loop = record("transformer/cs336-2.7b:L=2,steps=2,foreach=false");
+  const TraceRecorder foreach = record("transformer/cs336-2.7b:L=2,steps=2");
+  // Per parameter: sqrt, then denom, then the sqrt goes and the previous denom goes (rebinding).
+  std::vector<std::string> ops;
+  bool in_optimizer = false;
+  for (const TraceEvent& e : loop.events()) {
+    if (e.kind == EventKind::kPhase) in_optimizer = loop.tag(e) == "step1.optimizer";
+    if (in_optimizer && e.kind == EventKind::kAlloc) ops.push_back("+" + std::string(loop.tag(e)));
+    if (in_optimizer && e.kind == EventKind::kFree) ops.push_back("-");
+  }
+  ASSERT_GE(ops.size(), 7u);
+  EXPECT_EQ(ops[0], "+adam.sqrt.embed.wte");
+  EXPECT_EQ(ops[1], "+adam.denom.embed.wte");
+  EXPECT_EQ(ops[2], "-");  // the sqrt
+  EXPECT_EQ(ops[3].rfind("+adam.sqrt.", 0), 0u) << ops[3];
+  EXPECT_EQ(ops[4].rfind("+adam.denom.", 0), 0u) << ops[4];
+  EXPECT_EQ(ops[5], "-");  // the sqrt
+  EXPECT_EQ(ops[6], "-");  // the first parameter's denom, at rebinding
+  EXPECT_LT(peak_live_bytes(loop), peak_live_bytes(foreach));
+}
+
 TEST(TransformerGenerator, SetToNoneFreesGradientsAndTheNextBackwardRecreatesThem) {
   for (const std::string mode : {"none", "keep"}) {
     SCOPED_TRACE(mode);
