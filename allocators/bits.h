@@ -15,6 +15,9 @@ constexpr std::uint64_t align_up(std::uint64_t x, std::uint64_t alignment) {
   return (x + alignment - 1) & ~(alignment - 1);
 }
 
+// Rounds `x` down to a multiple of `alignment` (a power of two).
+constexpr std::uint64_t align_down(std::uint64_t x, std::uint64_t alignment) { return x & ~(alignment - 1); }
+
 // floor(log2(x)) for x > 0.
 constexpr unsigned log2_floor(std::uint64_t x) { return 63u - static_cast<unsigned>(std::countl_zero(x)); }
 

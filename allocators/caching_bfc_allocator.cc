@@ -34,8 +34,6 @@ const std::vector<OptionSpec> kBfcOptions = {
 // chunk that fits whatever its address (this project's choice, as in pool.coalescing).
 constexpr unsigned kAlignedProbes = 8;
 
-constexpr std::uint64_t align_down(std::uint64_t x, std::uint64_t alignment) { return x & ~(alignment - 1); }
-
 }  // namespace
 
 std::span<const OptionSpec> CachingBfcAllocator::option_specs() { return kBfcOptions; }

@@ -31,8 +31,6 @@ constexpr std::uint64_t kMaxGranularity = std::uint64_t{1} << 30;
 // project's choice: enough for the exact holes that matter, bounded so a miss stays cheap).
 constexpr unsigned kAlignedProbes = 8;
 
-constexpr std::uint64_t align_down(std::uint64_t x, std::uint64_t alignment) { return x & ~(alignment - 1); }
-
 }  // namespace
 
 std::span<const OptionSpec> CoalescingPoolAllocator::option_specs() { return kCoalescingOptions; }

@@ -125,6 +125,19 @@ class LiveBlocks {
   std::map<std::uintptr_t, Block> blocks_;
 };
 
+// "" when an allocator's reserved-memory statistics agree with themselves and with its upstream
+// (allocated <= reserved, free = reserved - allocated, largest free block <= free, reserved = the
+// upstream's bytes, live upstream blocks the same on both sides), else the first disagreement.
+// Only meaningful when stats.reserved_known.
+inline std::string reserved_stats_mismatch(const AllocatorStats& s, const UpstreamStats& upstream) {
+  if (s.allocated_bytes.current > s.reserved_bytes.current) return "allocated bytes exceed reserved bytes";
+  if (s.free_bytes != s.reserved_bytes.current - s.allocated_bytes.current) return "free bytes != reserved - allocated";
+  if (s.largest_free_block > s.free_bytes) return "largest free block exceeds free bytes";
+  if (s.reserved_bytes.current != upstream.bytes.current) return "reserved bytes != the upstream's bytes";
+  if (s.upstream_allocs - s.upstream_frees != upstream.allocs - upstream.frees) return "live upstream blocks disagree";
+  return "";
+}
+
 // Every call a hand-written test makes to allocator `A`, checked: check_invariants() after each
 // operation, the alignment honoured, and through LiveBlocks no overlap and (on host memory) the
 // block's contents unchanged from allocation to free. Test fixtures hold one beside their allocator.
