@@ -35,8 +35,8 @@
 #include "allocators/allocator_types.h"
 #include "allocators/offline_planner.h"
 #include "allocators/registry.h"
-#include "workloads/trace_recorder.h"
-#include "workloads/workload_generator.h"
+#include "replay/flat_trace.h"
+#include "replay/replay_loop.h"
 
 namespace tiermark {
 namespace {
@@ -60,79 +60,13 @@ constexpr WorkloadSpec kWorkloads[] = {
     {"llm-serve-exact", "llm-serve/llama2-7b:requests=200,kv=exact"},
 };
 
-enum class Op : std::uint8_t { kAlloc, kFree };
-
-struct ReplayOp {
-  std::uint64_t size;      // a free carries its allocation's size,
-  std::uint32_t slot;      // index into the replay's vector<void*>
-  StreamId stream;         // stream
-  std::uint32_t alignment; // and alignment (at most kMaxTraceAlignment = 2^30)
-  Op op;
-};
-
+// A generated workload flattened for replay (replay/flat_trace.h), with the offline planner's input
+// and plan when the planner row asks for them.
 struct Replay {
-  std::vector<ReplayOp> ops;
-  std::vector<ReplayOp> leftovers;  // allocations never freed by the trace, released after each replay
-  std::size_t slots = 0;            // peak number of live blocks
-  std::size_t allocs = 0;
-  std::size_t frees = 0;
-  std::uint64_t lower_bound = 0;  // peak of live requested bytes
-  std::vector<PlannedBuffer> buffers;  // one per alloc, in order, lifetimes as op indices (the planner's input)
-  MemoryPlan plan;                     // filled on first use by the planner row (see WorkloadCache)
+  FlatTrace trace;
+  std::vector<PlannedBuffer> buffers;
+  MemoryPlan plan;
 };
-
-// Trace -> ReplayOps: phases and counters dropped, ids remapped to dense reusable slots.
-Replay flatten(const TraceRecorder& trace) {
-  struct Live {
-    std::uint32_t slot;
-    std::uint64_t size;
-    std::uint32_t alignment;
-    StreamId stream;
-  };
-  Replay replay;
-  std::unordered_map<SlotId, Live> live;
-  std::unordered_map<SlotId, std::size_t> buffer_of;  // live id -> its index in replay.buffers
-  std::vector<std::uint32_t> free_slots;
-  std::uint64_t requested = 0;
-  replay.ops.reserve(trace.events().size());
-  for (const TraceEvent& e : trace.events()) {
-    if (e.kind == EventKind::kAlloc) {
-      std::uint32_t slot;
-      if (free_slots.empty()) {
-        slot = static_cast<std::uint32_t>(replay.slots++);
-      } else {
-        slot = free_slots.back();
-        free_slots.pop_back();
-      }
-      const Live block{slot, e.size, static_cast<std::uint32_t>(e.alignment), e.stream};
-      live.emplace(e.id, block);
-      buffer_of.emplace(e.id, replay.buffers.size());
-      replay.buffers.push_back({e.size, e.alignment, replay.ops.size(), UINT64_MAX});
-      replay.ops.push_back({block.size, block.slot, block.stream, block.alignment, Op::kAlloc});
-      ++replay.allocs;
-      requested += e.size;
-      replay.lower_bound = std::max(replay.lower_bound, requested);
-    } else if (e.kind == EventKind::kFree) {
-      // Generated traces are validated on the way to the sink, so every free names a live id.
-      const auto it = live.find(e.id);
-      const Live block = it->second;
-      live.erase(it);
-      const auto buffer = buffer_of.find(e.id);
-      replay.buffers[buffer->second].last_use = replay.ops.size();
-      buffer_of.erase(buffer);
-      replay.ops.push_back({block.size, block.slot, block.stream, block.alignment, Op::kFree});
-      ++replay.frees;
-      requested -= block.size;
-      free_slots.push_back(block.slot);
-    }
-  }
-  for (const auto& [id, block] : live) {
-    replay.leftovers.push_back({block.size, block.slot, block.stream, block.alignment, Op::kFree});
-  }
-  // A block the trace never frees lives to its end.
-  for (PlannedBuffer& buffer : replay.buffers) buffer.last_use = std::min<std::uint64_t>(buffer.last_use, replay.ops.size());
-  return replay;
-}
 
 // Generated on first use rather than at startup, once per process, so a filtered run (the smoke
 // test, `--benchmark_filter=llm-serve`) only pays for the workloads it replays.
@@ -140,17 +74,16 @@ class WorkloadCache {
  public:
   explicit WorkloadCache(const char* spec) : spec_(spec) {}
   const Replay& get() {
-    if (!replay_) {
-      TraceRecorder trace;
-      generate_workload(spec_, trace);
-      replay_ = std::make_unique<Replay>(flatten(trace));
-    }
+    if (!replay_) replay_ = std::make_unique<Replay>(Replay{flatten_workload(spec_), {}, {}});
     return *replay_;
   }
   // The trace with its greedy-by-size plan, made on first use (untimed, outside every replay).
   const Replay& planned() {
     get();
-    if (replay_->plan.offsets.size() != replay_->buffers.size()) replay_->plan = plan_greedy_by_size(replay_->buffers);
+    if (replay_->buffers.empty()) {
+      replay_->buffers = planner_buffers(replay_->trace);
+      replay_->plan = plan_greedy_by_size(replay_->buffers);
+    }
     return *replay_;
   }
 
@@ -173,43 +106,10 @@ struct PlannerFixture {
   PlannedAllocator allocator;
 };
 
-template <class A>
-void replay_ops(A& allocator, const std::vector<ReplayOp>& ops, std::vector<void*>& slots) {
-  for (const ReplayOp& op : ops) {
-    if (op.op == Op::kAlloc) {
-      slots[op.slot] = allocator.allocate(op.size, op.alignment, op.stream);
-    } else if (void* p = slots[op.slot]; p != nullptr) [[likely]] {
-      allocator.deallocate(p, op.size, op.alignment, op.stream);
-    }
-  }
-}
-
-template <class A>
-void release_leftovers(A& allocator, const Replay& replay, std::vector<void*>& slots) {
-  for (const ReplayOp& op : replay.leftovers) {
-    if (slots[op.slot] != nullptr) allocator.deallocate(slots[op.slot], op.size, op.alignment, op.stream);
-  }
-}
-
 using Clock = std::chrono::steady_clock;
 
 std::int64_t elapsed_ns(Clock::time_point t0, Clock::time_point t1) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
-}
-
-// The median cost of an empty timed region, shaped exactly like the timed operations below.
-std::int64_t timer_overhead_ns() {
-  constexpr std::size_t kSamples = 20'001;
-  std::vector<std::int64_t> samples(kSamples);
-  for (std::int64_t& sample : samples) {
-    const Clock::time_point t0 = Clock::now();
-    benchmark::ClobberMemory();
-    benchmark::ClobberMemory();
-    const Clock::time_point t1 = Clock::now();
-    sample = elapsed_ns(t0, t1);
-  }
-  std::nth_element(samples.begin(), samples.begin() + kSamples / 2, samples.end());
-  return samples[kSamples / 2];
 }
 
 // Nearest-rank percentile q in (0, 1]; reorders `samples`. 0 when there are none.
@@ -231,13 +131,13 @@ struct Latencies {
 template <class A>
 Latencies time_ops(A& allocator, const Replay& replay, std::vector<void*>& slots, std::int64_t overhead) {
   Latencies out;
-  out.alloc_ns.reserve(replay.allocs);
-  out.free_ns.reserve(replay.frees);
-  for (const ReplayOp& op : replay.ops) {
-    if (op.op == Op::kAlloc) {
+  out.alloc_ns.reserve(replay.trace.allocs);
+  out.free_ns.reserve(replay.trace.frees);
+  for (const ReplayOp& op : replay.trace.ops) {
+    if (op.kind == ReplayOpKind::kAlloc) {
       const Clock::time_point t0 = Clock::now();
       benchmark::ClobberMemory();
-      void* p = allocator.allocate(op.size, op.alignment, op.stream);
+      void* p = allocator.allocate(op.size, op.alignment(), op.stream);
       benchmark::DoNotOptimize(std::as_const(p));  // const: see bench_allocators.cc pair_loop
       benchmark::ClobberMemory();
       const Clock::time_point t1 = Clock::now();
@@ -246,7 +146,7 @@ Latencies time_ops(A& allocator, const Replay& replay, std::vector<void*>& slots
     } else if (void* p = slots[op.slot]; p != nullptr) {
       const Clock::time_point t0 = Clock::now();
       benchmark::ClobberMemory();
-      allocator.deallocate(p, op.size, op.alignment, op.stream);
+      allocator.deallocate(p, op.size, op.alignment(), op.stream);
       benchmark::ClobberMemory();
       const Clock::time_point t1 = Clock::now();
       out.free_ns.push_back(std::max<std::int64_t>(elapsed_ns(t0, t1) - overhead, 0));
@@ -273,34 +173,35 @@ void replay_benchmark(benchmark::State& state, GetReplay get_replay, MakeFixture
     }
     return;
   }
-  std::vector<void*> slots(replay->slots, nullptr);
+  const FlatTrace& trace = replay->trace;
+  std::vector<void*> slots(trace.slots, nullptr);
 
   // Throughput: whole-trace replays, each on a fresh allocator built and torn down untimed.
   for (auto _ : state) {
     state.PauseTiming();
     auto fixture = make_fixture(*replay);
     state.ResumeTiming();
-    replay_ops(fixture->allocator, replay->ops, slots);
+    run_ops<Touch::kNone>(fixture->allocator, trace.ops.data(), trace.ops.data() + trace.ops.size(), slots.data());
     state.PauseTiming();
-    release_leftovers(fixture->allocator, *replay, slots);
+    release_leftovers(fixture->allocator, trace, slots.data());
     fixture.reset();
     state.ResumeTiming();
   }
-  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(replay->ops.size()));
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(trace.ops.size()));
 
   // Latency and memory: one more replay, untimed by the framework, on its own fresh allocator.
-  const std::int64_t overhead = timer_overhead_ns();
+  const auto overhead = static_cast<std::int64_t>(timer_overhead_ns());  // replay_runner.h
   auto fixture = make_fixture(*replay);
   Latencies latencies = time_ops(fixture->allocator, *replay, slots, overhead);
   const AllocatorStats s = fixture->allocator.stats();  // after the full trace, before leftovers go
-  release_leftovers(fixture->allocator, *replay, slots);
+  release_leftovers(fixture->allocator, trace, slots.data());
 
   state.counters["alloc_p50_ns"] = percentile(latencies.alloc_ns, 0.50);
   state.counters["alloc_p99_ns"] = percentile(latencies.alloc_ns, 0.99);
   state.counters["free_p50_ns"] = percentile(latencies.free_ns, 0.50);
   state.counters["free_p99_ns"] = percentile(latencies.free_ns, 0.99);
   state.counters["timer_overhead_ns"] = static_cast<double>(overhead);
-  state.counters["lower_bound_bytes"] = bytes_counter(replay->lower_bound);
+  state.counters["lower_bound_bytes"] = bytes_counter(trace.peak_requested_bytes);
   state.counters["peak_requested_bytes"] = bytes_counter(s.requested_bytes.peak);
   if (s.reserved_known) {
     state.counters["peak_reserved_bytes"] = bytes_counter(s.reserved_bytes.peak);

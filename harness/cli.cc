@@ -7,6 +7,8 @@
 
 #include "common/input_error.h"
 #include "harness/catalog_report.h"
+#include "harness/command_options.h"
+#include "harness/replay_command.h"
 #include "harness/trace_command.h"
 
 namespace tiermark {
@@ -20,24 +22,10 @@ struct Command {
   std::function<int(const std::vector<std::string>&, std::ostream&)> run;
 };
 
-// Parses `args` against `options`; throws InputError on anything unknown or malformed.
-po::variables_map parse(const std::string& command, const po::options_description& options,
-                        const std::vector<std::string>& args) {
-  po::variables_map vm;
-  try {
-    const po::positional_options_description no_positional;  // stray words are errors, not ignored
-    po::store(po::command_line_parser(args).options(options).positional(no_positional).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw InputError(command + ": " + e.what());
-  }
-  return vm;
-}
-
 int list_command(const std::vector<std::string>& args, std::ostream& out) {
   po::options_description options("tiermark list");
   options.add_options()("json", "print JSON: {\"allocators\": [...], \"memory_sources\": [...], \"workloads\": [...]}")("help,h", "show this help");
-  const po::variables_map vm = parse("list", options, args);
+  const po::variables_map vm = parse_command_options("list", options, args);
   if (vm.count("help") != 0) {
     out << "usage: tiermark list [--json]\n" << options;
   } else if (vm.count("json") != 0) {
@@ -52,6 +40,7 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> kCommands = {
       {"list", "list every allocator, memory source and workload generator with its options and defaults", list_command},
       {"trace", "generate (gen), convert and inspect (stats) allocation traces", trace_command},
+      {"replay", "replay a workload or trace against allocators: throughput, latency, fragmentation", replay_command},
   };
   return kCommands;
 }

@@ -17,6 +17,7 @@
 #include "common/size_units.h"
 #include "harness/atomic_file.h"
 #include "harness/cli.h"
+#include "harness/command_options.h"
 #include "harness/trace_files.h"
 #include "harness/trace_stats_report.h"
 #include "workloads/trace_stats.h"
@@ -27,19 +28,6 @@ namespace {
 
 namespace po = boost::program_options;
 using Clock = std::chrono::steady_clock;
-
-// Parses `args` with `positional` names; throws InputError for anything unknown or malformed.
-po::variables_map parse(const std::string& command, const po::options_description& options,
-                        const po::positional_options_description& positional, const std::vector<std::string>& args) {
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
-    if (vm.count("help") == 0) po::notify(vm);
-  } catch (const po::error& e) {
-    throw InputError(command + ": " + e.what());
-  }
-  return vm;
-}
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
@@ -59,7 +47,7 @@ int gen(const std::vector<std::string>& args, std::ostream& out) {
       "output,o", po::value<std::string>()->required(), "output trace: .csv (text) or .tmt (binary)")("help,h", "show this help");
   po::positional_options_description positional;
   positional.add("spec", 1);
-  const po::variables_map vm = parse("trace gen", options, positional, args);
+  const po::variables_map vm = parse_command_options("trace gen", options, args, positional);
   if (vm.count("help") != 0) {
     out << "usage: tiermark trace gen SPEC -o FILE\n(`tiermark list` shows every generator, preset and option)\n" << options;
     return kExitOk;
@@ -80,7 +68,7 @@ int convert(const std::vector<std::string>& args, std::ostream& out) {
       "help,h", "show this help");
   po::positional_options_description positional;
   positional.add("input", 1);
-  const po::variables_map vm = parse("trace convert", options, positional, args);
+  const po::variables_map vm = parse_command_options("trace convert", options, args, positional);
   if (vm.count("help") != 0) {
     out << "usage: tiermark trace convert IN -o OUT [--from auto|csv|tmt|rmm]\n" << options;
     return kExitOk;
@@ -102,7 +90,7 @@ int stats(const std::vector<std::string>& args, std::ostream& out) {
       "from", po::value<std::string>()->default_value("auto"), "input format: auto, csv, tmt or rmm")("help,h", "show this help");
   po::positional_options_description positional;
   positional.add("input", 1);
-  const po::variables_map vm = parse("trace stats", options, positional, args);
+  const po::variables_map vm = parse_command_options("trace stats", options, args, positional);
   if (vm.count("help") != 0) {
     out << "usage: tiermark trace stats FILE [--json] [--top N] [-o FILE.json]\n" << options;
     return kExitOk;
@@ -179,7 +167,7 @@ int capture(const std::vector<std::string>& args, std::ostream& out) {
   options.add_options()("output,o", po::value<std::string>()->required(), "the trace of COMMAND's process (.tmt); its child processes write FILE.tmt.<pid>")(
       "lib", po::value<std::string>(), "libtiermark_capture.so to preload (default: $TIERMARK_CAPTURE_LIB, else next to tiermark)")(
       "help,h", "show this help");
-  const po::variables_map vm = parse("trace capture", options, po::positional_options_description(), own);
+  const po::variables_map vm = parse_command_options("trace capture", options, own, po::positional_options_description());
   if (vm.count("help") != 0) {
     out << "usage: tiermark trace capture -o FILE.tmt [--lib PATH] -- COMMAND [ARGS...]\n"
         << "Runs COMMAND with every malloc, free and new/delete recorded (docs/capture.md); exits with COMMAND's status.\n"

@@ -1,0 +1,255 @@
+#include "replay/replay_runner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <type_traits>
+
+#include "allocators/allocator_types.h"
+#include "allocators/registry.h"
+#include "common/input_error.h"
+#include "replay/replay_loop.h"
+
+namespace tiermark {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::uint64_t elapsed_ns(Clock::time_point t0, Clock::time_point t1) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
+  return ns < 0 ? 0 : static_cast<std::uint64_t>(ns);
+}
+
+template <class A>
+void time_ops(Touch touch, A& allocator, const FlatTrace& trace, void** slots, std::uint64_t overhead,
+              LatencyHistogram& alloc_ns, LatencyHistogram& free_ns) {
+  for (const ReplayOp& op : trace.ops) {
+    if (op.kind == ReplayOpKind::kAlloc) {
+      const Clock::time_point t0 = Clock::now();
+      clobber_memory();
+      void* p = allocator.allocate(op.size, op.alignment(), op.stream);
+      keep(p);
+      clobber_memory();
+      const Clock::time_point t1 = Clock::now();
+      slots[op.slot] = p;
+      const std::uint64_t ns = elapsed_ns(t0, t1);
+      alloc_ns.record(ns > overhead ? ns - overhead : 0);
+      // The touch is the program's work, not the allocator's: outside the timed region.
+      if (p != nullptr) {
+        switch (touch) {
+          case Touch::kNone: break;
+          case Touch::kFirst: touch_block<Touch::kFirst>(p, op.size); break;
+          case Touch::kFull: touch_block<Touch::kFull>(p, op.size); break;
+        }
+      }
+    } else if (void* p = slots[op.slot]; p != nullptr) {
+      const Clock::time_point t0 = Clock::now();
+      clobber_memory();
+      allocator.deallocate(p, op.size, op.alignment(), op.stream);
+      clobber_memory();
+      const Clock::time_point t1 = Clock::now();
+      const std::uint64_t ns = elapsed_ns(t0, t1);
+      free_ns.record(ns > overhead ? ns - overhead : 0);
+    }
+  }
+}
+
+MemorySample sample_of(std::uint64_t op_index, const AllocatorStats& s) {
+  return {op_index, s.requested_bytes.current, s.allocated_bytes.current, s.reserved_bytes.current,
+          s.reserved_known ? s.external_fragmentation() : 0.0};
+}
+
+// `Make` builds a fresh allocator on the upstream it is given: make(upstream) -> unique_ptr<A>.
+template <class A, class Make>
+class Runner final : public AllocatorRunner {
+ public:
+  Runner(std::string_view name, std::string config, const FlatTrace& trace, const ReplaySettings& settings, Make make)
+      : name_(name), config_(std::move(config)), trace_(trace), settings_(settings), make_(std::move(make)),
+        slots_(trace.slots, nullptr) {
+    // Built once now: a configuration the upstream cannot serve fails here, with its own message.
+    auto upstream = make_upstream(settings_.upstream_spec);
+    if (settings_.touch != Touch::kNone && !upstream->touchable()) {
+      throw InputError("--touch " + std::string(touch_name(settings_.touch)) + " writes into blocks: it needs --memory host");
+    }
+    make_(*upstream).reset();
+  }
+
+  std::string_view name() const override { return name_; }
+  const std::string& config() const override { return config_; }
+
+  RepetitionResult repetition(bool latency) override {
+    RepetitionResult out;
+    {
+      auto upstream = make_upstream(settings_.upstream_spec);
+      auto allocator = make_(*upstream);
+      const ReplayOp* begin = trace_.ops.data();
+      const Clock::time_point t0 = Clock::now();
+      run_ops(settings_.touch, *allocator, begin, begin + trace_.ops.size(), slots_.data());
+      const Clock::time_point t1 = Clock::now();
+      out.seconds = static_cast<double>(elapsed_ns(t0, t1)) * 1e-9;
+      out.ops_per_second = out.seconds > 0 ? static_cast<double>(trace_.ops.size()) / out.seconds : 0;
+      out.stats = allocator->stats();
+      out.upstream = upstream->stats();
+      release_leftovers(*allocator, trace_, slots_.data());
+    }
+    if (latency) {
+      if (overhead_ns_ == UINT64_MAX) overhead_ns_ = timer_overhead_ns();
+      auto upstream = make_upstream(settings_.upstream_spec);
+      auto allocator = make_(*upstream);
+      time_ops(settings_.touch, *allocator, trace_, slots_.data(), overhead_ns_, out.alloc_ns, out.free_ns);
+      release_leftovers(*allocator, trace_, slots_.data());
+      out.latency_measured = true;
+    }
+    return out;
+  }
+
+  MemoryObservation observe_memory() override {
+    MemoryObservation out;
+    const std::uint64_t n = trace_.ops.size();
+    const std::uint64_t every = settings_.sample_every != 0 ? settings_.sample_every : std::max<std::uint64_t>(1, n / 1000);
+    const TagId step_ns = trace_.counter_tag("sim.step_ns");
+    const TagId token = trace_.counter_tag("kv.token_bytes");
+    const TagId committed = trace_.counter_tag("kv.committed_bytes");
+    out.kv_counters = step_ns != kNoTag && token != kNoTag && committed != kNoTag;
+    std::uint64_t token_bytes = 0, committed_bytes = 0;
+    {
+      auto upstream = make_upstream(settings_.upstream_spec);
+      auto allocator = make_(*upstream);
+      auto counter = trace_.counters.begin();
+      const ReplayOp* ops = trace_.ops.data();
+      for (std::uint64_t i = 0; i < n; ++i) {
+        for (; counter != trace_.counters.end() && counter->op_index == i; ++counter) {
+          if (!out.kv_counters) continue;
+          if (counter->tag == token) token_bytes = counter->value;
+          if (counter->tag == committed) committed_bytes = counter->value;
+          if (counter->tag == step_ns) kv_step(out, allocator->stats(), token_bytes, committed_bytes, counter->value);
+        }
+        run_ops(settings_.touch, *allocator, ops + i, ops + i + 1, slots_.data());
+        const bool at_peak = i == trace_.peak_op;
+        if (at_peak || i % every == every - 1 || i + 1 == n) {
+          const AllocatorStats s = allocator->stats();
+          out.timeline.push_back(sample_of(i, s));
+          if (at_peak) out.at_peak = s;
+          if (out.timeline.back().external_fragmentation > out.max_external_fragmentation) {
+            out.max_external_fragmentation = out.timeline.back().external_fragmentation;
+            out.max_external_fragmentation_op = i;
+          }
+        }
+      }
+      for (; counter != trace_.counters.end(); ++counter) {
+        if (out.kv_counters && counter->tag == step_ns) {
+          kv_step(out, allocator->stats(), token_bytes, committed_bytes, counter->value);
+        }
+      }
+      out.reserved_known = allocator->stats().reserved_known;
+      release_leftovers(*allocator, trace_, slots_.data());
+    }
+    if (out.reserved_known && n != 0) {
+      // Replay to the peak op again and trim(): what is still free then cannot go back upstream.
+      auto upstream = make_upstream(settings_.upstream_spec);
+      auto allocator = make_(*upstream);
+      const ReplayOp* ops = trace_.ops.data();
+      run_ops(settings_.touch, *allocator, ops, ops + trace_.peak_op + 1, slots_.data());
+      allocator->trim();
+      const AllocatorStats s = allocator->stats();
+      out.unreturnable_bytes_at_peak = s.reserved_bytes.current - s.allocated_bytes.current;
+      // Release what is live at the peak (each slot's last op up to the peak says whether it is).
+      std::vector<bool> live(trace_.slots, false);
+      std::vector<const ReplayOp*> live_op(trace_.slots, nullptr);
+      for (std::uint64_t i = 0; i <= trace_.peak_op; ++i) {
+        live[ops[i].slot] = ops[i].kind == ReplayOpKind::kAlloc;
+        live_op[ops[i].slot] = &ops[i];
+      }
+      for (std::size_t slot = 0; slot < trace_.slots; ++slot) {
+        if (live[slot] && slots_[slot] != nullptr) {
+          const ReplayOp& op = *live_op[slot];
+          allocator->deallocate(slots_[slot], op.size, op.alignment(), op.stream);
+        }
+      }
+    }
+    return out;
+  }
+
+ private:
+  static void kv_step(MemoryObservation& out, const AllocatorStats& s, std::uint64_t token_bytes,
+                      std::uint64_t committed_bytes, std::uint64_t dt) {
+    const double t = static_cast<double>(dt);
+    out.kv_token_time += static_cast<double>(token_bytes) * t;
+    out.kv_committed_time += static_cast<double>(committed_bytes) * t;
+    // Reserved memory not holding non-KV data: the KV cache's share plus every byte of slack.
+    const std::uint64_t non_kv = s.requested_bytes.current - std::min(s.requested_bytes.current, committed_bytes);
+    out.kv_reserved_time += static_cast<double>(s.reserved_bytes.current - std::min(s.reserved_bytes.current, non_kv)) * t;
+  }
+
+  std::string name_;
+  std::string config_;
+  const FlatTrace& trace_;
+  ReplaySettings settings_;
+  Make make_;
+  std::vector<void*> slots_;
+  std::uint64_t overhead_ns_ = UINT64_MAX;
+};
+
+template <class A, class Make>
+std::unique_ptr<AllocatorRunner> runner(std::string_view name, std::string config, const FlatTrace& trace,
+                                        const ReplaySettings& settings, Make make) {
+  return std::make_unique<Runner<A, Make>>(name, std::move(config), trace, settings, std::move(make));
+}
+
+}  // namespace
+
+Touch parse_touch(std::string_view name) {
+  if (name == "none") return Touch::kNone;
+  if (name == "first") return Touch::kFirst;
+  if (name == "full") return Touch::kFull;
+  throw InputError("--touch: unknown value '" + std::string(name) + "' (known: none, first, full)");
+}
+
+std::string_view touch_name(Touch touch) {
+  switch (touch) {
+    case Touch::kNone: return "none";
+    case Touch::kFirst: return "first";
+    case Touch::kFull: return "full";
+  }
+  return "none";
+}
+
+std::unique_ptr<AllocatorRunner> make_runner(std::string_view spec, const FlatTrace& trace, const ReplaySettings& settings) {
+  const std::string name(spec.substr(0, spec.find(':')));
+  std::unique_ptr<AllocatorRunner> out;
+  AllAllocatorTypes::for_each([&]<class T>(std::type_identity<T>) {
+    if (out != nullptr || name != T::kName) return;
+    const Options options = make_options(spec, T::kName, T::option_specs());
+    out = runner<T>(T::kName, options.canonical(), trace, settings,
+                    [options](Upstream& upstream) { return std::make_unique<T>(options, upstream); });
+  });
+  if (out == nullptr) {
+    make_allocator(spec, *make_upstream("simulated"));  // throws the registry's "unknown allocator" message
+    throw InputError("unknown allocator '" + name + "'");
+  }
+  return out;
+}
+
+std::unique_ptr<AllocatorRunner> make_planner_runner(const FlatTrace& trace, const std::vector<PlannedBuffer>& buffers,
+                                                     const MemoryPlan& plan, const ReplaySettings& settings) {
+  return runner<PlannedAllocator>(PlannedAllocator::kName, std::string(PlannedAllocator::kName), trace, settings,
+                                  [&buffers, &plan](Upstream& upstream) {
+                                    return std::make_unique<PlannedAllocator>(plan, buffers, upstream);
+                                  });
+}
+
+std::uint64_t timer_overhead_ns() {
+  constexpr std::size_t kSamples = 20'001;
+  std::vector<std::uint64_t> samples(kSamples);
+  for (std::uint64_t& sample : samples) {
+    const Clock::time_point t0 = Clock::now();
+    clobber_memory();
+    clobber_memory();
+    const Clock::time_point t1 = Clock::now();
+    sample = elapsed_ns(t0, t1);
+  }
+  std::nth_element(samples.begin(), samples.begin() + kSamples / 2, samples.end());
+  return samples[kSamples / 2];
+}
+
+}  // namespace tiermark

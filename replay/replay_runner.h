@@ -1,0 +1,98 @@
+// AllocatorRunner: replays a FlatTrace against one allocator configuration, each pass on a fresh
+// allocator over a fresh upstream, in three kinds of pass:
+//
+//  * throughput  the ops and nothing else in the timed loop (no clock, no stats, no virtual call: the
+//                loop is instantiated for the allocator's concrete type), timed as a whole;
+//  * latency     every operation timed alone with steady_clock, the measured cost of an empty timed
+//                region subtracted, into log-linear histograms for alloc and free;
+//  * memory      stats() sampled every `sample_every` ops, just after the trace's peak op and at the
+//                counters that need it; then a second replay up to the peak op followed by trim()
+//                measures what could not go back upstream at the peak.
+//
+// Blocks a trace never frees are released after each pass, outside any timing. A failed allocation
+// is counted by the allocator and its free is skipped. Allocators run single-threaded here.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "allocators/allocator_stats.h"
+#include "allocators/offline_planner.h"
+#include "allocators/upstream.h"
+#include "replay/flat_trace.h"
+#include "replay/latency_histogram.h"
+
+namespace tiermark {
+
+// What the replay writes into each block it gets (host memory only).
+enum class Touch : std::uint8_t {
+  kNone,   // nothing: only the allocator's own work is measured
+  kFirst,  // one byte in each 4 KiB page of the block: every page faulted in (first touch)
+  kFull,   // every byte (memset), as a kernel writing its output would
+};
+Touch parse_touch(std::string_view name);  // throws InputError; names: none, first, full
+std::string_view touch_name(Touch touch);
+
+struct ReplaySettings {
+  std::string upstream_spec = "simulated";  // a fresh upstream of this spec for every pass
+  Touch touch = Touch::kNone;
+  std::uint64_t sample_every = 0;  // 0: about 1000 samples over the trace
+};
+
+struct RepetitionResult {
+  double seconds = 0;          // the throughput pass's timed loop
+  double ops_per_second = 0;   // (allocs + frees) / seconds
+  AllocatorStats stats;        // after the whole trace, before leftovers are released
+  UpstreamStats upstream;
+  bool latency_measured = false;
+  LatencyHistogram alloc_ns;  // latency pass (only when asked for)
+  LatencyHistogram free_ns;
+};
+
+struct MemorySample {
+  std::uint64_t op_index = 0;  // stats taken just after ops[op_index]
+  std::uint64_t requested_bytes = 0;
+  std::uint64_t allocated_bytes = 0;
+  std::uint64_t reserved_bytes = 0;
+  double external_fragmentation = 0;
+};
+
+struct MemoryObservation {
+  std::vector<MemorySample> timeline;
+  AllocatorStats at_peak;  // just after the trace's peak op
+  double max_external_fragmentation = 0;
+  std::uint64_t max_external_fragmentation_op = 0;
+  // Free bytes still held after trim() at the peak op: memory the allocator cannot give back.
+  std::uint64_t unreturnable_bytes_at_peak = 0;
+  bool reserved_known = true;
+  // llm-serve counters (see kv_utilisation in docs/metrics.md), time-weighted by sim.step_ns:
+  // the sums of kv.token_bytes x dt, kv.committed_bytes x dt and (reserved - non-KV requested) x dt.
+  double kv_token_time = 0, kv_committed_time = 0, kv_reserved_time = 0;
+  bool kv_counters = false;
+};
+
+class AllocatorRunner {
+ public:
+  virtual ~AllocatorRunner() = default;
+  // The allocator's kind (`caching.pytorch`) and canonical configuration with every option.
+  virtual std::string_view name() const = 0;
+  virtual const std::string& config() const = 0;
+  virtual RepetitionResult repetition(bool latency) = 0;
+  virtual MemoryObservation observe_memory() = 0;
+};
+
+// A runner for allocator `spec` (`buddy:min_block=256`) on `trace`. Builds one allocator at once so
+// that a bad configuration, or one that cannot run on this upstream, throws InputError here and not
+// in the middle of a run. The trace must outlive the runner.
+std::unique_ptr<AllocatorRunner> make_runner(std::string_view spec, const FlatTrace& trace, const ReplaySettings& settings);
+// A runner for the offline plan of `trace` (PlannedAllocator); `buffers` and `plan` must outlive it.
+std::unique_ptr<AllocatorRunner> make_planner_runner(const FlatTrace& trace, const std::vector<PlannedBuffer>& buffers,
+                                                     const MemoryPlan& plan, const ReplaySettings& settings);
+
+// The median cost in ns of an empty timed region shaped like the latency pass's.
+std::uint64_t timer_overhead_ns();
+
+}  // namespace tiermark
