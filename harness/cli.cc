@@ -6,9 +6,11 @@
 #include <vector>
 
 #include "common/input_error.h"
+#include "harness/capacity_command.h"
 #include "harness/catalog_report.h"
 #include "harness/command_options.h"
 #include "harness/replay_command.h"
+#include "harness/system_malloc_runner.h"
 #include "harness/trace_command.h"
 
 namespace tiermark {
@@ -20,6 +22,7 @@ struct Command {
   std::string name;
   std::string summary;
   std::function<int(const std::vector<std::string>&, std::ostream&)> run;
+  bool hidden = false;  // internal: run by tiermark itself, not listed in the usage
 };
 
 int list_command(const std::vector<std::string>& args, std::ostream& out) {
@@ -41,13 +44,17 @@ const std::vector<Command>& commands() {
       {"list", "list every allocator, memory source and workload generator with its options and defaults", list_command},
       {"trace", "generate (gen), convert and inspect (stats) allocation traces", trace_command},
       {"replay", "replay a workload or trace against allocators: throughput, latency, fragmentation", replay_command},
+      {"capacity", "find the smallest device capacity at which a workload replays with no failed request", capacity_command},
+      {"replay-child", "internal: one pass of a system.* replay row in its own process", replay_child_command, true},
   };
   return kCommands;
 }
 
 void print_usage(std::ostream& out) {
   out << "usage: tiermark <command> [options]\n\ncommands:\n";
-  for (const Command& command : commands()) out << "  " << command.name << "  " << command.summary << "\n";
+  for (const Command& command : commands()) {
+    if (!command.hidden) out << "  " << command.name << "  " << command.summary << "\n";
+  }
   out << "\n`tiermark <command> --help` describes a command. Exit codes: 0 ok, 1 run failed, 2 bad input.\n";
 }
 
