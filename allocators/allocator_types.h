@@ -8,6 +8,7 @@
 #include "allocators/bump_allocator.h"
 #include "allocators/caching_bfc_allocator.h"
 #include "allocators/caching_pytorch_allocator.h"
+#include "allocators/caching_vmm_allocator.h"
 #include "allocators/coalescing_pool_allocator.h"
 #include "allocators/fixed_pool_allocator.h"
 #include "allocators/size_class_pool_allocator.h"
@@ -26,6 +27,6 @@ struct AllocatorTypeList {
 
 using AllAllocatorTypes = AllocatorTypeList<BumpAllocator, SystemAllocator, BuddyAllocator, FixedPoolAllocator,
                                             SizeClassPoolAllocator, CoalescingPoolAllocator, CachingPytorchAllocator,
-                                            CachingBfcAllocator>;
+                                            CachingBfcAllocator, CachingVmmAllocator>;
 
 }  // namespace tiermark

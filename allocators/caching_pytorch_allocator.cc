@@ -43,8 +43,6 @@ const std::vector<OptionSpec> kPytorchOptions = {
 constexpr std::size_t kSegmentAlignment = CachingPytorchAllocator::kMinBlockSize;
 // This project's choice: enough for a thousand live blocks before the first rehash.
 constexpr std::size_t kInitialBuckets = 1024;
-// Expandable ranges start at multiples of this, with one unit of unused space between neighbours.
-constexpr std::uint64_t kRangeAlignment = std::uint64_t{1} << 30;
 
 // Round up to a multiple of `m`, which need not be a power of two (20 MiB pages are not).
 constexpr std::uint64_t round_up(std::uint64_t x, std::uint64_t m) noexcept { return (x + m - 1) / m * m; }
@@ -102,10 +100,10 @@ CachingPytorchAllocator::CachingPytorchAllocator(const Options& options, Upstrea
     expandable_ = true;
     // find_expandable_block: address space for 1 1/8 of the device memory, a whole number of pages.
     const std::uint64_t capacity = upstream_.capacity();
-    const std::uint64_t range = capacity == 0 ? kExpandableRangeWithoutCapacity : capacity + capacity / 8;
+    const std::uint64_t range = synthetic_range_bytes(capacity);
     small_range_ = round_up(range, kSmallBuffer);
     large_range_ = round_up(range, kLargeBuffer);
-    if (large_range_ > (kExpandableEnd - kExpandableBase) / 4) {
+    if (!synthetic_space_holds(large_range_, 4)) {
       options.reject("expandable_segments", "the upstream capacity is too large for the synthetic address space");
     }
   }
@@ -238,16 +236,6 @@ void* CachingPytorchAllocator::allocate_slow(std::size_t size, std::size_t align
     if (block == nullptr) return fail(true);
   }
   return hand_out(pool, *block, bytes, size, alignment);
-}
-
-void CachingPytorchAllocator::grow_live_table() noexcept {
-  // A bigger table is an optimisation: if the heap refuses, the old one keeps working, only slower.
-  try {
-    std::vector<detail::pyt::LiveTable::bucket_type> bigger(live_buckets_.size() * 2);
-    live_.rehash(detail::pyt::LiveTable::bucket_traits(bigger.data(), bigger.size()));
-    live_buckets_.swap(bigger);
-  } catch (const std::bad_alloc&) {
-  }
 }
 
 Block* CachingPytorchAllocator::alloc_block(Pool& pool, StreamId stream, std::uint64_t bytes, std::uint64_t alloc_size,
@@ -394,18 +382,19 @@ Block* CachingPytorchAllocator::find_expandable_block(Pool& pool, StreamId strea
   }
   // None: reserve a new range for this (stream, pool).
   const std::uint64_t range = pool.small ? small_range_ : large_range_;
-  if (bytes > range || next_range_base_ + range > kExpandableEnd) return nullptr;
+  if (bytes > range) return nullptr;
   if (!nodes_.reserve(nodes_.live() + 1) || !segment_nodes_.reserve(segment_nodes_.live() + 1)) return nullptr;
+  const std::uintptr_t base = ranges_.take(range);
+  if (base == 0) return nullptr;
   Segment* segment = segment_nodes_.make();
   Block* block = nodes_.make();
-  segment->base = next_range_base_;
+  segment->base = base;
   segment->size = range;
   segment->stream = stream;
   segment->small = pool.small;
   segment->expandable = true;
   segment->page_size = pool.small ? kSmallBuffer : kLargeBuffer;
   segment->head = block;
-  next_range_base_ += align_up(range, kRangeAlignment) + kRangeAlignment;
   segments_.push_back(*segment);
   segment_count_.add(1);
   block->ptr = segment->base;

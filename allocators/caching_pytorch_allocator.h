@@ -56,7 +56,9 @@
 
 #include "allocators/allocator.h"
 #include "allocators/bits.h"
+#include "allocators/caching_block_index.h"
 #include "allocators/node_pool.h"
+#include "allocators/synthetic_range.h"
 
 namespace tiermark {
 
@@ -113,26 +115,11 @@ struct Segment {
   std::uint64_t page_size = 0;  // expandable only: 2 MiB (small) or 20 MiB (large)
 };
 
-struct Key {
-  StreamId stream;
-  std::uint64_t size;
-  std::uintptr_t ptr;
-};
-
-// BlockComparatorSize: (stream, size, address).
-struct ByStreamSizeAddress {
-  static bool less(StreamId sa, std::uint64_t za, std::uintptr_t pa, StreamId sb, std::uint64_t zb,
-                   std::uintptr_t pb) noexcept {
-    if (sa != sb) return sa < sb;
-    if (za != zb) return za < zb;
-    return pa < pb;
-  }
-  bool operator()(const Block& a, const Block& b) const noexcept {
-    return less(a.stream, a.size, a.ptr, b.stream, b.size, b.ptr);
-  }
-  bool operator()(const Block& a, const Key& k) const noexcept { return less(a.stream, a.size, a.ptr, k.stream, k.size, k.ptr); }
-  bool operator()(const Key& k, const Block& a) const noexcept { return less(k.stream, k.size, k.ptr, a.stream, a.size, a.ptr); }
-};
+// BlockComparatorSize (stream, size, address) and the live table's hash: caching_block_index.h.
+using Key = detail::BlockKey;
+using detail::ByStreamSizeAddress;
+using detail::PointerEqual;
+using detail::PointerHash;
 
 // BlockComparatorAddress: (stream, address), the order of the unmapped blocks.
 struct ByStreamAddress {
@@ -142,20 +129,6 @@ struct ByStreamAddress {
   bool operator()(const Block& a, const Block& b) const noexcept { return less(a.stream, a.ptr, b.stream, b.ptr); }
   bool operator()(const Block& a, const Key& k) const noexcept { return less(a.stream, a.ptr, k.stream, k.ptr); }
   bool operator()(const Key& k, const Block& a) const noexcept { return less(k.stream, k.ptr, a.stream, a.ptr); }
-};
-
-inline std::size_t hash_pointer(std::uintptr_t p) noexcept {
-  // Block pointers are multiples of 512: mix so that the low bits the power-of-two table uses vary.
-  const std::uint64_t h = static_cast<std::uint64_t>(p) * 0x9E3779B97F4A7C15ull;
-  return static_cast<std::size_t>(h ^ (h >> 29));
-}
-struct PointerHash {
-  std::size_t operator()(const Block& b) const noexcept { return hash_pointer(b.user_ptr); }
-  std::size_t operator()(std::uintptr_t p) const noexcept { return hash_pointer(p); }
-};
-struct PointerEqual {
-  bool operator()(const Block& a, const Block& b) const noexcept { return a.user_ptr == b.user_ptr; }
-  bool operator()(std::uintptr_t p, const Block& b) const noexcept { return p == b.user_ptr; }
 };
 
 using FreeTree = bi::rbtree<Block, bi::member_hook<Block, FreeHook, &Block::free_hook>,
@@ -269,11 +242,6 @@ class CachingPytorchAllocator final {
   bool expandable_segments() const { return expandable_; }
   // The virtual range reserved per (stream, pool) with expandable_segments (0 otherwise).
   std::uint64_t expandable_range(bool small) const { return small ? small_range_ : large_range_; }
-  // Simulated-upstream page addresses are far above this; ranges are carved from here upwards.
-  static constexpr std::uintptr_t kExpandableBase = 0x2000'0000'0000'0000;
-  static constexpr std::uintptr_t kExpandableEnd = 0x5000'0000'0000'0000;
-  // This project's choice for the virtual range when the upstream has no capacity (PyTorch uses the device's).
-  static constexpr std::uint64_t kExpandableRangeWithoutCapacity = std::uint64_t{1} << 40;  // 1 TiB
 
  private:
   static constexpr std::uint64_t kMaxRequest = std::uint64_t{1} << 62;
@@ -353,7 +321,7 @@ class CachingPytorchAllocator final {
     out->allocated = true;
     out->requested = size;
     out->user_ptr = alignment <= kMinBlockSize ? out->ptr : align_up(out->ptr, alignment);
-    if (live_.size() >= live_buckets_.size()) [[unlikely]] grow_live_table();
+    if (live_.size() >= live_buckets_.size()) [[unlikely]] detail::grow_live_table(live_, live_buckets_);
     live_.insert(*out);
     stats_.on_allocate(size, out->size);
     return pointer_at(out->user_ptr);
@@ -397,7 +365,6 @@ class CachingPytorchAllocator final {
   }
 
   void* allocate_slow(std::size_t size, std::size_t alignment, StreamId stream) noexcept;
-  void grow_live_table() noexcept;
   detail::pyt::Block* alloc_block(detail::pyt::Pool& pool, StreamId stream, std::uint64_t bytes, std::uint64_t alloc_size,
                                   bool is_retry) noexcept;
   // Expandable segments (cold): find room, map pages into it, unmap whole free pages, drop an empty range.
@@ -428,7 +395,7 @@ class CachingPytorchAllocator final {
   bool expandable_ = false;
   std::uint64_t small_range_ = 0;  // virtual range per (stream, pool) with expandable segments
   std::uint64_t large_range_ = 0;
-  std::uintptr_t next_range_base_ = kExpandableBase;
+  SyntheticRangeCursor ranges_;  // where the next range starts (synthetic_range.h)
   // Mapped pages of expandable segments, by virtual page address.
   std::unordered_map<std::uintptr_t, std::pair<void*, std::uint64_t>> pages_;  // page -> (upstream block, page size)
   // Declared before the structures that link them, so nodes outlive trees, table and list.

@@ -5,6 +5,7 @@
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <csignal>
+#include <deque>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
@@ -15,10 +16,14 @@
 #include "common/input_error.h"
 #include "common/size_units.h"
 #include "common/spec.h"
+#include "harness/allocator_list.h"
 #include "harness/cli.h"
 #include "harness/command_options.h"
 #include "harness/replay_results.h"
+#include "harness/replay_source.h"
+#include "harness/results_directory.h"
 #include "harness/run_context.h"
+#include "harness/system_malloc_runner.h"
 #include "harness/trace_files.h"
 
 namespace tiermark {
@@ -39,7 +44,8 @@ constexpr std::uint64_t kDefaultDeviceBytes = std::uint64_t{80} << 30;
 constexpr std::uint64_t kGiB = std::uint64_t{1} << 30;
 
 struct ReplayArgs {
-  std::string workload, trace, format = "auto";
+  std::vector<std::string> workloads, traces;
+  std::string format = "auto";
   std::string allocators;
   std::string device_capacity, memory = "simulated", touch = "none";
   std::string repetitions = "5", sample_every = "0", threads = "1";
@@ -47,25 +53,6 @@ struct ReplayArgs {
   std::string out_dir, json_path;
   std::vector<std::string> command;
 };
-
-std::string utc_stamp(const char* format) {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buffer[64];
-  std::strftime(buffer, sizeof buffer, format, &tm);
-  return buffer;
-}
-
-// Every registered allocator but `system` (the process's own malloc: it cannot sit on a simulated
-// device, and the system.* rows measure malloc implementations in their own processes).
-std::vector<std::string> all_allocators() {
-  std::vector<std::string> out;
-  for (const ComponentInfo& info : allocator_catalog()) {
-    if (info.name != "system") out.emplace_back(info.name);
-  }
-  return out;
-}
 
 std::string upstream_spec(const ReplayArgs& a, const FlatTrace& trace) {
   if (a.memory == "simulated") {
@@ -97,6 +84,19 @@ std::string upstream_spec(const ReplayArgs& a, const FlatTrace& trace) {
   throw InputError("--memory: unknown value '" + a.memory + "' (known: simulated, host)");
 }
 
+// The runner of one --allocator spec. A system.* row runs in child processes on host memory, whatever
+// --memory says; `system`, this process's own malloc, ignores any upstream and is refused on a
+// simulated device.
+std::unique_ptr<AllocatorRunner> make_row_runner(const std::string& spec, const ReplayArgs& a, const ReplaySource& source,
+                                                 const FlatTrace& trace, const ReplaySettings& settings) {
+  if (is_system_malloc_spec(spec)) return make_system_malloc_runner(spec, source, trace, settings);
+  if (parse_spec(spec).name == "system" && a.memory != "host") {
+    throw InputError("system is this process's own malloc and cannot replay on a simulated device: use --memory host, or "
+                     "system.glibc (glibc's malloc in a process of its own, with peak RSS and page faults)");
+  }
+  return make_runner(spec, trace, settings);
+}
+
 class Progress {
  public:
   explicit Progress(std::uint64_t total) : total_(total), enabled_(isatty(STDERR_FILENO) == 1) {}
@@ -118,133 +118,169 @@ struct Row {
   std::unique_ptr<AllocatorRunner> runner;
   json run;
   std::vector<json> repetitions;
+  bool failed = false;  // a pass threw PassFailure: no more passes, the note says why
 };
 
-int run_replay(const ReplayArgs& a, std::ostream& out) {
-  if (a.workload.empty() == a.trace.empty()) throw InputError("replay: give exactly one of --workload SPEC or --trace FILE");
-  if (a.allocators.empty()) throw InputError("replay: --allocator LIST is required (a comma list of allocator specs, or 'all')");
-  const std::uint64_t repetitions = parse_count_option("repetitions", a.repetitions, 1);
-  const std::uint64_t threads = parse_count_option("threads", a.threads, 1);
-  if (threads > 1) throw InputError("--threads: multi-thread replay is not available yet (issue 8 adds thread-safe allocators)");
-  ReplaySettings settings;
-  settings.touch = parse_touch(a.touch);
-  settings.sample_every = parse_count_option("sample-every", a.sample_every, 0);
+void fail_row(Row& row, const std::string& pass, const PassFailure& e) {
+  row.failed = true;
+  row.run["failed"] = true;
+  row.run["note"] = "failed in " + pass + ": " + e.what();
+  std::cerr << "tiermark replay: " << row.runner->name() << " failed in " << pass << ": " << e.what() << "\n";
+}
 
-  // Everything that can be wrong with the input is found before the first pass.
+// One workload or trace of the run, with its rows. Runners keep references to the trace and the
+// plan, so a Workload never moves once its rows exist (they live in a deque).
+struct Workload {
+  ReplaySource source;
   FlatTrace trace;
   std::string source_kind;
-  if (!a.workload.empty()) {
-    trace = flatten_workload(a.workload);
-    source_kind = "workload";
-  } else {
-    TraceFile file(a.trace, parse_trace_format(a.format));
-    trace = flatten_trace(file.source());
-    trace.name = a.trace;
-    source_kind = "trace";
-  }
-  settings.upstream_spec = upstream_spec(a, trace);
-  if (settings.touch != Touch::kNone && a.memory != "host") {
-    throw InputError("--touch " + a.touch + " writes into blocks: it needs --memory host");
-  }
-
-  std::vector<std::string> specs;
-  std::vector<std::string> notes;
-  const bool all = a.allocators == "all";
-  for (const std::string& spec : all ? all_allocators() : split_spec_list(a.allocators)) specs.push_back(spec);
-  std::vector<Row> rows;
-  for (const std::string& spec : specs) {
-    try {
-      rows.push_back({make_runner(spec, trace, settings), json::object(), {}});
-    } catch (const InputError& e) {
-      if (!all) throw;
-      notes.push_back(spec + " skipped: " + e.what());
-    }
-  }
-
-  const std::filesystem::path dir =
-      a.out_dir.empty() ? std::filesystem::path("results") / (utc_stamp("%Y-%m-%d") + "_" + host_name() + "_" + git_commit())
-                        : std::filesystem::path(a.out_dir);
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec || !std::filesystem::is_directory(dir)) throw InputError("--out " + dir.string() + ": cannot create the directory: " + ec.message());
-
-  // The offline references: the plan is made once, untimed by the replay.
+  ReplaySettings settings;
   std::vector<PlannedBuffer> buffers;
   MemoryPlan plan;
   std::optional<std::uint64_t> planner_bytes;
   double planner_seconds = 0;
-  if (a.planner && trace.allocs != 0) {
-    const auto t0 = std::chrono::steady_clock::now();
-    buffers = planner_buffers(trace);
-    plan = plan_greedy_by_size(buffers);
-    planner_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    planner_bytes = plan.arena_bytes;
-    rows.push_back({make_planner_runner(trace, buffers, plan, settings), json::object(), {}});
+  std::vector<Row> rows;
+  json record;
+};
+
+// Loads the trace and builds every row: everything that can be wrong with the input is found here,
+// before the first pass of any workload.
+void prepare(Workload& w, const ReplayArgs& a, const ReplaySettings& common, std::vector<std::string>& notes) {
+  w.trace = load_flat_trace(w.source);
+  w.source_kind = w.source.kind();
+  w.settings = common;
+  w.settings.upstream_spec = upstream_spec(a, w.trace);
+
+  std::vector<std::string> specs = allocator_specs(a.allocators);
+  const bool all = a.allocators == "all";
+  if (all) {
+    for (std::string& spec : system_malloc_specs()) specs.push_back(std::move(spec));  // in processes of their own
   }
+  for (const std::string& spec : specs) {
+    try {
+      w.rows.push_back({make_row_runner(spec, a, w.source, w.trace, w.settings), json::object(), {}});
+    } catch (const MallocLibraryMissing& e) {
+      notes.push_back(w.trace.name + ": " + spec + " skipped: " + e.what());
+    } catch (const InputError& e) {
+      if (!all) throw;
+      notes.push_back(w.trace.name + ": " + spec + " skipped: " + e.what());
+    }
+  }
+  // The offline references: the plan is made once, untimed by the replay.
+  if (a.planner && w.trace.allocs != 0) {
+    const auto t0 = std::chrono::steady_clock::now();
+    w.buffers = planner_buffers(w.trace);
+    w.plan = plan_greedy_by_size(w.buffers);
+    w.planner_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    w.planner_bytes = w.plan.arena_bytes;
+    w.rows.push_back({make_planner_runner(w.trace, w.buffers, w.plan, w.settings), json::object(), {}});
+  }
+  w.record = workload_json(w.trace, w.source_kind, w.planner_bytes, w.planner_seconds);
+}
+
+json finished_run(const Row& row) {
+  json run = row.run;
+  if (!row.repetitions.empty()) {
+    Aggregate aggregate = aggregate_repetitions(row.repetitions);
+    for (auto& [key, value] : run["metrics"].items()) aggregate.metrics[key] = value;
+    run["metrics"] = aggregate.metrics;
+    run["statistics"] = aggregate.statistics;
+    run["repetitions"] = row.repetitions;
+  }
+  return run;
+}
+
+int run_replay(const ReplayArgs& a, std::ostream& out) {
+  if (a.workloads.empty() && a.traces.empty()) throw InputError("replay: give --workload SPEC or --trace FILE (either may be repeated)");
+  if (a.allocators.empty()) throw InputError("replay: --allocator LIST is required (a comma list of allocator specs, or 'all')");
+  const std::uint64_t repetitions = parse_count_option("repetitions", a.repetitions, 1);
+  const std::uint64_t threads = parse_count_option("threads", a.threads, 1);
+  if (threads > 1) throw InputError("--threads: multi-thread replay is not available yet (issue 8 adds thread-safe allocators)");
+  ReplaySettings common;
+  common.touch = parse_touch(a.touch);
+  common.sample_every = parse_count_option("sample-every", a.sample_every, 0);
+  if (common.touch != Touch::kNone && a.memory != "host") {
+    throw InputError("--touch " + a.touch + " writes into blocks: it needs --memory host");
+  }
+
+  std::vector<std::string> notes;
+  std::deque<Workload> workloads;
+  for (const std::string& spec : a.workloads) workloads.emplace_back().source = {spec, "", a.format};
+  for (const std::string& file : a.traces) workloads.emplace_back().source = {"", file, a.format};
+  for (Workload& w : workloads) prepare(w, a, common, notes);
+  const std::filesystem::path dir = results_directory(a.out_dir);
 
   json context = run_context();
   context["command"] = a.command;
   context["memory"] = a.memory;
-  context["upstream"] = settings.upstream_spec;
   context["touch"] = a.touch;
   context["repetitions"] = repetitions;
   context["latency"] = a.latency;
   json document = {{"schema", kResultsSchema}, {"context", context}, {"workloads", json::array()}, {"runs", json::array()},
                    {"notes", notes}, {"interrupted", false}};
-  document["workloads"].push_back(workload_json(trace, source_kind, planner_bytes, planner_seconds));
+  for (const Workload& w : workloads) document["workloads"].push_back(w.record);
 
   const auto save = [&]() {
     document["runs"] = json::array();
-    for (const Row& row : rows) {
-      if (row.run.empty()) continue;
-      json run = row.run;
-      if (!row.repetitions.empty()) {
-        Aggregate aggregate = aggregate_repetitions(row.repetitions);
-        for (auto& [key, value] : run["metrics"].items()) aggregate.metrics[key] = value;
-        run["metrics"] = aggregate.metrics;
-        run["statistics"] = aggregate.statistics;
-        run["repetitions"] = row.repetitions;
+    for (const Workload& w : workloads) {
+      for (const Row& row : w.rows) {
+        if (!row.run.empty()) document["runs"].push_back(finished_run(row));
       }
-      document["runs"].push_back(run);
     }
     write_results(document, dir.string(), a.json_path);
   };
 
+  std::size_t passes = 0;
+  for (const Workload& w : workloads) passes += w.rows.size() * (1 + repetitions);
   std::signal(SIGINT, on_interrupt);
-  Progress progress(rows.size() * (1 + repetitions));
+  Progress progress(passes);
   // The memory pass first: it also shows at once whether an allocator can serve the trace.
-  for (Row& row : rows) {
-    if (g_interrupted) break;
-    progress.step(std::string(row.runner->name()) + ": memory pass");
-    const MemoryObservation memory = row.runner->observe_memory();
-    row.run = {{"workload", trace.name}, {"allocator", row.runner->name()}, {"config", row.runner->config()},
-               {"memory", a.memory}, {"upstream", settings.upstream_spec}, {"metrics", json::object()}};
-    json timeline = add_memory_metrics(row.run["metrics"], memory, trace, planner_bytes);
-    row.run["top_consumers"] = document["workloads"][0]["top_consumers"];
-    row.run["leaks"] = document["workloads"][0]["leaks"];
-    row.run["timeline"] = std::move(timeline);
-  }
-  // Repetitions interleave the allocators, so that drift on a shared machine touches them alike.
-  for (std::uint64_t rep = 0; rep < repetitions && !g_interrupted; ++rep) {
-    for (Row& row : rows) {
+  for (Workload& w : workloads) {
+    for (Row& row : w.rows) {
       if (g_interrupted) break;
-      progress.step(std::string(row.runner->name()) + ": repetition " + std::to_string(rep + 1));
-      const RepetitionResult result = row.runner->repetition(a.latency);
-      row.repetitions.push_back(repetition_metrics(result));
-      if (result.stats.failed_requests != 0) {
-        row.run["note"] = std::to_string(result.stats.failed_requests) + " failed requests";
+      progress.step(w.trace.name + " " + std::string(row.runner->name()) + ": memory pass");
+      row.run = {{"workload", w.trace.name}, {"allocator", row.runner->name()}, {"config", row.runner->config()},
+                 {"memory", a.memory}, {"upstream", w.settings.upstream_spec}, {"metrics", json::object()}};
+      try {
+        const MemoryObservation memory = row.runner->observe_memory();
+        json timeline = add_memory_metrics(row.run["metrics"], memory, w.trace, w.planner_bytes);
+        row.run["top_consumers"] = w.record["top_consumers"];
+        row.run["leaks"] = w.record["leaks"];
+        row.run["timeline"] = std::move(timeline);
+      } catch (const PassFailure& e) {
+        fail_row(row, "the memory pass", e);
+      }
+      for (const auto& [key, value] : row.runner->facts()) row.run[key] = value;
+    }
+  }
+  // Repetitions interleave the allocators (and workloads), so that drift on a shared machine
+  // touches them alike.
+  for (std::uint64_t rep = 0; rep < repetitions && !g_interrupted; ++rep) {
+    for (Workload& w : workloads) {
+      for (Row& row : w.rows) {
+        if (g_interrupted) break;
+        if (row.failed) continue;
+        progress.step(w.trace.name + " " + std::string(row.runner->name()) + ": repetition " + std::to_string(rep + 1));
+        try {
+          const RepetitionResult result = row.runner->repetition(a.latency);
+          row.repetitions.push_back(repetition_metrics(result));
+          if (result.stats.failed_requests != 0) {
+            row.run["note"] = std::to_string(result.stats.failed_requests) + " failed requests";
+          }
+        } catch (const PassFailure& e) {
+          fail_row(row, "repetition " + std::to_string(rep + 1), e);
+        }
       }
     }
     save();  // every finished repetition is on disk
   }
+  std::signal(SIGINT, SIG_DFL);
   if (g_interrupted) {
     document["interrupted"] = true;
     save();
-    std::signal(SIGINT, SIG_DFL);
     std::cerr << "tiermark replay: interrupted; finished rows are in " << dir.string() << "/results.json\n";
     return 130;
   }
-  std::signal(SIGINT, SIG_DFL);
   save();
   print_results_table(document, out);
   for (const std::string& note : notes) out << "note: " << note << "\n";
@@ -260,8 +296,8 @@ int replay_command(const std::vector<std::string>& args, std::ostream& out) {
   a.command.insert(a.command.begin(), {"tiermark", "replay"});
   po::options_description options("tiermark replay");
   options.add_options()
-      ("workload", po::value(&a.workload), "a generated workload spec, e.g. transformer/gpt2-small:b=8")
-      ("trace", po::value(&a.trace), "a trace file (.csv, .tmt, or an RMM log)")
+      ("workload", po::value(&a.workloads), "a generated workload spec, e.g. transformer/gpt2-small:b=8 (repeatable)")
+      ("trace", po::value(&a.traces), "a trace file: .csv, .tmt, or an RMM log (repeatable)")
       ("format", po::value(&a.format), "the trace file's format: auto (default), csv, tmt, rmm")
       ("allocator", po::value(&a.allocators), "comma list of allocator specs (buddy:min_block=256,caching.pytorch), or all")
       ("device-capacity", po::value(&a.device_capacity), "simulated device size (default 80GiB, or 2x the trace's peak if larger); with --memory host, a cap")
@@ -277,7 +313,7 @@ int replay_command(const std::vector<std::string>& args, std::ostream& out) {
       ("help,h", "show this help");
   const po::variables_map vm = parse_command_options("replay", options, args);
   if (vm.count("help") != 0) {
-    out << "usage: tiermark replay (--workload SPEC | --trace FILE) --allocator LIST|all [options]\n" << options;
+    out << "usage: tiermark replay (--workload SPEC | --trace FILE)... --allocator LIST|all [options]\n" << options;
     return kExitOk;
   }
   a.planner = vm.count("no-planner") == 0;

@@ -106,6 +106,7 @@ json repetition_metrics(const RepetitionResult& r) {
   m["upstream_allocs"] = r.upstream.allocs;
   m["upstream_frees"] = r.upstream.frees;
   if (r.latency_measured) m["latency_ns"] = {{"alloc", latency_json(r.alloc_ns)}, {"free", latency_json(r.free_ns)}};
+  for (const auto& [name, value] : r.extra_metrics) m[name] = number(value);
   return m;
 }
 
@@ -199,8 +200,12 @@ json add_memory_metrics(json& m, const MemoryObservation& memory, const FlatTrac
                          static_cast<double>(*value);
     }
   }
-  json timeline = {{"op_index", json::array()}, {"requested_bytes", json::array()}, {"allocated_bytes", json::array()},
-                   {"reserved_bytes", json::array()}, {"external_fragmentation", json::array()}};
+  // Columns of equal length: the reserved-based two only when reserved memory is known.
+  json timeline = {{"op_index", json::array()}, {"requested_bytes", json::array()}, {"allocated_bytes", json::array()}};
+  if (memory.reserved_known) {
+    timeline["reserved_bytes"] = json::array();
+    timeline["external_fragmentation"] = json::array();
+  }
   for (const MemorySample& s : memory.timeline) {
     timeline["op_index"].push_back(s.op_index);
     timeline["requested_bytes"].push_back(s.requested_bytes);

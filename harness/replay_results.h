@@ -17,7 +17,8 @@ namespace tiermark {
 inline constexpr const char* kResultsSchema = "tiermark/1";
 
 // One repetition's metrics: ops_per_second, seconds, the peaks, efficiency, oom_count, upstream
-// calls and, when measured, latency_ns {alloc, free} x {p50, p90, p99, p999, max, count}.
+// calls, when measured, latency_ns {alloc, free} x {p50, p90, p99, p999, max, count}, and the
+// result's extra_metrics (system.* rows: peak_rss_bytes, page_faults, rss_before_pass_bytes).
 nlohmann::ordered_json repetition_metrics(const RepetitionResult& result);
 
 // `metrics` holds, per metric, the median over `repetitions` (each a repetition_metrics() object);

@@ -32,6 +32,14 @@ class LatencyHistogram {
   static std::uint64_t lower(std::size_t bucket);
   static std::uint64_t upper(std::size_t bucket);
   std::uint64_t bucket_count(std::size_t bucket) const { return counts_[bucket]; }
+  // Adds `count` values that lie in `bucket` (< kBuckets), the largest of them `max`: with one call
+  // per non-empty bucket and the histogram's max() as `max`, it rebuilds a histogram exactly from
+  // its buckets (a system.* row's histograms come from a child process as JSON).
+  void add_bucket_count(std::size_t bucket, std::uint64_t count, std::uint64_t max) {
+    counts_[bucket] += count;
+    count_ += count;
+    if (count != 0 && max > max_) max_ = max;
+  }
 
  private:
   std::array<std::uint64_t, kBuckets> counts_{};

@@ -136,10 +136,13 @@ class Runner final : public AllocatorRunner {
           }
         }
       }
+      // Counters after the last op: the same updates as inside the loop (a step's token and committed
+      // bytes come before its sim.step_ns).
       for (; counter != trace_.counters.end(); ++counter) {
-        if (out.kv_counters && counter->tag == step_ns) {
-          kv_step(out, allocator->stats(), token_bytes, committed_bytes, counter->value);
-        }
+        if (!out.kv_counters) continue;
+        if (counter->tag == token) token_bytes = counter->value;
+        if (counter->tag == committed) committed_bytes = counter->value;
+        if (counter->tag == step_ns) kv_step(out, allocator->stats(), token_bytes, committed_bytes, counter->value);
       }
       out.reserved_known = allocator->stats().reserved_known;
       release_leftovers(*allocator, trace_, slots_.data());

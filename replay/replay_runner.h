@@ -15,8 +15,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "allocators/allocator_stats.h"
@@ -50,6 +52,9 @@ struct RepetitionResult {
   bool latency_measured = false;
   LatencyHistogram alloc_ns;  // latency pass (only when asked for)
   LatencyHistogram free_ns;
+  // Metrics only some runners can measure, written beside the others under these names: a system.*
+  // row's peak_rss_bytes, page_faults and rss_before_pass_bytes (docs/metrics.md).
+  std::vector<std::pair<std::string, double>> extra_metrics;
 };
 
 struct MemorySample {
@@ -74,14 +79,26 @@ struct MemoryObservation {
   bool kv_counters = false;
 };
 
+// A pass that could not run to its end for a reason outside the allocator (a system.* row's child
+// process crashed or exited non-zero): the replay marks that row failed, with the message as its
+// note, and goes on with the others.
+class PassFailure : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 class AllocatorRunner {
  public:
   virtual ~AllocatorRunner() = default;
   // The allocator's kind (`caching.pytorch`) and canonical configuration with every option.
   virtual std::string_view name() const = 0;
   virtual const std::string& config() const = 0;
+  // Both may throw PassFailure.
   virtual RepetitionResult repetition(bool latency) = 0;
   virtual MemoryObservation observe_memory() = 0;
+  // Facts recorded in the run's JSON besides name and config, replacing the run's own value for the
+  // same key (a system.* row: "memory": "host", "library": the preloaded file, "malloc": its name).
+  virtual std::vector<std::pair<std::string, std::string>> facts() const { return {}; }
 };
 
 // A runner for allocator `spec` (`buddy:min_block=256`) on `trace`. Builds one allocator at once so

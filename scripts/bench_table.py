@@ -29,7 +29,8 @@ def input_files(paths):
     files = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
-            files.extend(sorted(path.glob("*.json")))
+            # A results directory also holds tiermark's own results.json (schema tiermark/1).
+            files.extend(sorted(p for p in path.glob("*.json") if p.name != "results.json"))
         elif path.is_file():
             files.append(path)
         else:

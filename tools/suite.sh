@@ -1,29 +1,53 @@
 #!/usr/bin/env bash
-# tiermark's main job: installs what is missing, builds, runs the allocator benchmarks and prints a
-# comparison table. Every allocator runs in one process; the `system` rows run again in a process
-# of their own with each of jemalloc, tcmalloc and mimalloc preloaded (they replace malloc for the
-# whole process), as do the raw `malloc` baseline rows. Rounds interleave the processes so that
-# drift on a shared machine spreads evenly.
-# Results (Google Benchmark JSON per process and round, and the table) go to results/<stamp>/.
+# tiermark's main job: installs what is missing, builds, and runs the default suite on this machine:
+#  1. `tiermark replay` of the built-in workloads that suit a 2-core machine against every allocator
+#     (tiermark's own, the caching models, the offline planner and the lower bound, and glibc, jemalloc,
+#     mimalloc and tcmalloc each in a process of its own), with per-operation latency;
+#  2. the allocator microbenchmarks (bench_allocators), in rounds of separate processes, the system
+#     rows again with each malloc preloaded;
+# then prints the summary tables. Everything goes to results/<date>_<host>_<commit>/: results.json
+# (schema tiermark/1, results/README.md), results.csv, the Google Benchmark JSON and table.txt.
 #
-# Environment: TIERMARK_ROUNDS (default 3), TIERMARK_MIN_TIME seconds per row (default 0.1).
+# Environment: TIERMARK_REPETITIONS (replay repetitions, default 3), TIERMARK_ROUNDS (benchmark
+# rounds, default 2), TIERMARK_MIN_TIME seconds per benchmark row (default 0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${TIERMARK_ROUNDS:-3}
+repetitions=${TIERMARK_REPETITIONS:-3}
+rounds=${TIERMARK_ROUNDS:-2}
 min_time=${TIERMARK_MIN_TIME:-0.1}
-if ! [[ "$rounds" =~ ^[1-9][0-9]*$ ]]; then
-  echo "tiermark: TIERMARK_ROUNDS='$rounds': expected a positive whole number" >&2
-  exit 2
-fi
+for setting in "TIERMARK_REPETITIONS=$repetitions" "TIERMARK_ROUNDS=$rounds"; do
+  if ! [[ "${setting#*=}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "tiermark: $setting: expected a positive whole number" >&2
+    exit 2
+  fi
+done
 if ! [[ "$min_time" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] || [[ "$min_time" =~ ^0*\.?0*$ ]]; then
   echo "tiermark: TIERMARK_MIN_TIME='$min_time': expected a positive number of seconds" >&2
   exit 2
 fi
 tools/build.sh >/dev/null
 
-stamp="$(date -u +%Y%m%dT%H%M%SZ)_$(hostname -s)_$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
-out="results/$stamp"
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+export TIERMARK_GIT_COMMIT="$commit"  # the commit at build time can be older than the checkout
+out="results/$(date -u +%Y-%m-%d)_$(hostname -s)_$commit"
 mkdir -p "$out"
+
+# The default workloads: training and inference of the 2.7B transformer of REFERENCE section 1 (on
+# the simulated 80 GiB device), a small GPT-2 training run, ResNet-50 training, and LLM serving under
+# paged and exact-size KV caches. Each replays in seconds on a 2-core machine.
+workloads=(
+  transformer/cs336-2.7b:steps=2
+  transformer/cs336-2.7b:steps=2,mode=inference
+  transformer/gpt2-small:steps=3,b=4
+  cnn/resnet50:batch=32,steps=2
+  llm-serve/llama2-7b:requests=200,kv=paged
+  llm-serve/llama2-7b:requests=200,kv=exact
+)
+replay_args=()
+for workload in "${workloads[@]}"; do replay_args+=(--workload "$workload"); done
+echo "replay: ${#workloads[@]} workloads x all allocators, $repetitions repetitions" >&2
+build/release/tiermark replay "${replay_args[@]}" --allocator all --latency --repetitions "$repetitions" --out "$out" \
+  | tee "$out/replay_table.txt"
 
 preloads=()
 for library in libjemalloc.so.2 libtcmalloc_minimal.so.4 libmimalloc.so.2; do
@@ -34,15 +58,15 @@ done
 bench=build/release/bench_allocators
 common=(--benchmark_min_time="$min_time" --benchmark_enable_random_interleaving=true --benchmark_out_format=json)
 for round in $(seq 1 "$rounds"); do
-  echo "round $round of $rounds: all allocators" >&2
+  echo "benchmarks, round $round of $rounds: all allocators" >&2
   "$bench" "${common[@]}" --benchmark_out="$out/bench_allocators.glibc.$round.json" >"$out/bench_allocators.glibc.$round.log" 2>&1
   for path in "${preloads[@]}"; do
     name=$(basename "$path" | sed -E 's/^lib([a-z]+).*/\1/')
-    echo "round $round of $rounds: system and malloc rows with $name preloaded" >&2
+    echo "benchmarks, round $round of $rounds: system and malloc rows with $name preloaded" >&2
     LD_PRELOAD="$path" "$bench" "${common[@]}" --benchmark_filter='^(pair|random)/(system|malloc)/' \
       --benchmark_out="$out/bench_allocators.$name.$round.json" >"$out/bench_allocators.$name.$round.log" 2>&1
   done
 done
 
 scripts/bench_table.py "$out" | tee "$out/table.txt"
-echo "results: $out" >&2
+echo "results: $out/results.json" >&2

@@ -26,7 +26,7 @@ TEST(Cli, ListJsonNamesEveryAllocatorWithOptionsAndDefaults) {
     }
   }
   EXPECT_EQ(names, (std::vector<std::string>{"bump", "system", "buddy", "pool.fixed", "pool.sizeclass", "pool.coalescing",
-                                             "caching.pytorch", "caching.bfc"}));
+                                             "caching.pytorch", "caching.bfc", "caching.vmm"}));
   const auto& fixed = json.at("allocators").at(3);
   EXPECT_EQ(fixed.at("options").at(0).at("name"), "block_size");
   EXPECT_EQ(fixed.at("options").at(0).at("default"), "1MiB");

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "allocators/registry.h"
+#include "common/input_error.h"
 #include "tests/unit/test_support.h"
 
 namespace tiermark {
@@ -178,15 +179,35 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"caching.pytorch", "simulated", 256 << 10, "simulated:capacity=16MiB"},
         Case{"caching.pytorch", "host", 256 << 10, "host:capacity=16MiB"},
         Case{"caching.bfc", "simulated", 256 << 10, "simulated:capacity=16MiB"},
-        Case{"caching.bfc", "host", 256 << 10, "host:capacity=16MiB"}),
+        Case{"caching.bfc", "host", 256 << 10, "host:capacity=16MiB"},
+        // Simulated only: caching.vmm refuses host memory (RefusesWhatItCannotModel below).
+        Case{"caching.vmm", "simulated", 256 << 10, "simulated:capacity=16MiB"}),
     case_name);
 
 // Every registered allocator is covered above: a new allocator must be added to the list.
 TEST(Conformance, CoversEveryRegisteredAllocator) {
   std::set<std::string> covered = {"bump", "system", "buddy", "pool.fixed", "pool.sizeclass", "pool.coalescing", "caching.pytorch",
-                                   "caching.bfc"};
+                                   "caching.bfc", "caching.vmm"};
   for (const ComponentInfo& info : allocator_catalog()) {
     EXPECT_TRUE(covered.count(std::string(info.name))) << info.name << " has no conformance case";
+  }
+}
+
+// Allocators that map pages under a reserved virtual range need a simulated device: on host memory the
+// registry refuses them with one line that says why, instead of building something untouchable.
+TEST(Conformance, RefusesWhatItCannotModel) {
+  const auto host_error = [](const std::string& spec) -> std::string {
+    try {
+      build(spec, "host");
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  for (const std::string spec : {"caching.vmm", "caching.pytorch:expandable_segments=true"}) {
+    const std::string message = host_error(spec);
+    EXPECT_NE(message.find("needs a simulated upstream"), std::string::npos) << spec << ": " << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
   }
 }
 

@@ -20,7 +20,7 @@ TEST(Registry, ListsEveryAllocatorInOrder) {
   std::vector<std::string> names;
   for (const ComponentInfo& info : allocator_catalog()) names.emplace_back(info.name);
   EXPECT_EQ(names, (std::vector<std::string>{"bump", "system", "buddy", "pool.fixed", "pool.sizeclass", "pool.coalescing",
-                                             "caching.pytorch", "caching.bfc"}));
+                                             "caching.pytorch", "caching.bfc", "caching.vmm"}));
 }
 
 TEST(Registry, BuildsEveryAllocatorWithDefaultsOnASimulatedDevice) {
@@ -44,7 +44,7 @@ TEST(Registry, ConfigIsCanonicalWithEveryDefault) {
 TEST(Registry, BadSpecsGiveOneClearLine) {
   auto device = make_upstream("simulated");
   EXPECT_EQ(error_of([&] { make_allocator("bodyguard", *device); }),
-            "unknown allocator 'bodyguard' (known: bump, system, buddy, pool.fixed, pool.sizeclass, pool.coalescing, caching.pytorch, caching.bfc)");
+            "unknown allocator 'bodyguard' (known: bump, system, buddy, pool.fixed, pool.sizeclass, pool.coalescing, caching.pytorch, caching.bfc, caching.vmm)");
   EXPECT_EQ(error_of([&] { make_allocator("pool.fixed:block=4", *device); }),
             "pool.fixed: unknown option 'block' (known: block_size, blocks_per_chunk)");
   EXPECT_EQ(error_of([&] { make_allocator("pool.fixed:block_size=huge", *device); }),
