@@ -48,7 +48,7 @@ struct ReplayArgs {
   std::string format = "auto";
   std::string allocators;
   std::string device_capacity, memory = "simulated", touch = "none";
-  std::string repetitions = "5", sample_every = "0", threads = "1";
+  std::string repetitions = "5", sample_every = "0", threads = "1", max_events_in_memory = "0";
   bool latency = false, planner = true;
   std::string out_dir, json_path;
   std::vector<std::string> command;
@@ -167,7 +167,9 @@ void prepare(Workload& w, const ReplayArgs& a, const ReplaySettings& common, std
     }
   }
   // The offline references: the plan is made once, untimed by the replay.
-  if (a.planner && w.trace.allocs != 0) {
+  if (a.planner && w.trace.streamed()) {
+    notes.push_back(w.trace.name + ": no planner row: the trace is streamed, and a plan needs every buffer in memory");
+  } else if (a.planner && w.trace.allocs != 0) {
     const auto t0 = std::chrono::steady_clock::now();
     w.buffers = planner_buffers(w.trace);
     w.plan = plan_greedy_by_size(w.buffers);
@@ -205,8 +207,9 @@ int run_replay(const ReplayArgs& a, std::ostream& out) {
 
   std::vector<std::string> notes;
   std::deque<Workload> workloads;
-  for (const std::string& spec : a.workloads) workloads.emplace_back().source = {spec, "", a.format};
-  for (const std::string& file : a.traces) workloads.emplace_back().source = {"", file, a.format};
+  const std::uint64_t max_ops = parse_count_option("max-events-in-memory", a.max_events_in_memory, 0);
+  for (const std::string& spec : a.workloads) workloads.emplace_back().source = {spec, "", a.format, max_ops};
+  for (const std::string& file : a.traces) workloads.emplace_back().source = {"", file, a.format, max_ops};
   for (Workload& w : workloads) prepare(w, a, common, notes);
   const std::filesystem::path dir = results_directory(a.out_dir);
 
@@ -308,6 +311,7 @@ int replay_command(const std::vector<std::string>& args, std::ostream& out) {
       ("sample-every", po::value(&a.sample_every), "memory timeline: one sample per N ops (default: about 1000 samples)")
       ("threads", po::value(&a.threads), "replay threads (1; multi-thread traces come with issue 8)")
       ("no-planner", "skip the offline planner row")
+      ("max-events-in-memory", po::value(&a.max_events_in_memory), "stream a trace with more alloc/free events than this, reading it again for each pass (default 0: a quarter of free memory's worth)")
       ("out", po::value(&a.out_dir), "results directory (default results/<date>_<host>_<commit>/)")
       ("json", po::value(&a.json_path), "also write the JSON results to this file")
       ("help,h", "show this help");

@@ -146,7 +146,8 @@ json workload_json(const FlatTrace& trace, const std::string& source_kind, std::
   json w;
   w["name"] = trace.name;
   w["source"] = source_kind;
-  w["events"] = trace.ops.size();
+  w["events"] = trace.events;
+  w["streamed"] = trace.streamed();
   w["allocs"] = trace.allocs;
   w["frees"] = trace.frees;
   w["threads"] = trace.threads;

@@ -13,6 +13,9 @@ struct ReplaySource {
   std::string workload;    // a workload spec, or empty
   std::string trace_file;  // a trace file, or empty (exactly one of the two is set)
   std::string format = "auto";  // the file's format name: auto, csv, tmt, rmm
+  // Ops kept in memory at most; a longer trace is streamed (read again for every pass). 0: a quarter
+  // of the memory available now, at 24 bytes per op.
+  std::uint64_t max_ops_in_memory = 0;
 
   // "workload" or "trace", as the results' workloads[].source says.
   const char* kind() const { return workload.empty() ? "trace" : "workload"; }

@@ -322,9 +322,9 @@ class SystemMallocRunner final : public AllocatorRunner {
     try {
       json j = json::parse(output);
       if (j.at("pass").get<std::string>() != pass) throw PassFailure("the child ran another pass");
-      if (j.at("ops").get<std::uint64_t>() != trace_.ops.size()) {
+      if (j.at("ops").get<std::uint64_t>() != trace_.events) {
         throw PassFailure("the child's trace has " + std::to_string(j.at("ops").get<std::uint64_t>()) + " ops, not " +
-                          std::to_string(trace_.ops.size()));
+                          std::to_string(trace_.events));
       }
       malloc_object_ = j.at("malloc_object").get<std::string>();
       return j;
@@ -385,7 +385,7 @@ int run_child_pass(const ChildArgs& a, std::ostream& out) {
     return static_cast<bool>(clear << "5" << std::flush);
   }();
   const std::optional<std::uint64_t> rss_before = proc_kib_field("/proc/self/status", "VmRSS");
-  json j = {{"pass", a.pass}, {"malloc_library", active}, {"malloc_object", malloc_object()}, {"ops", trace.ops.size()}};
+  json j = {{"pass", a.pass}, {"malloc_library", active}, {"malloc_object", malloc_object()}, {"ops", trace.events}};
   const std::uint64_t faults_before = page_faults_so_far();
   if (a.pass == "memory") {
     j["memory"] = memory_json(runner->observe_memory());

@@ -6,6 +6,11 @@
 // size, alignment and stream, as the allocator contract asks. Phase markers are dropped; counters
 // are kept on the side with the op index they precede.
 //
+// A trace too large to hold (more ops than the caller's budget) is *streamed*: the first pass keeps
+// only its facts and O(live blocks) state, and every replay pass reads it again (`emit`), flattening
+// it the same way into a bounded buffer of kStreamChunkOps ops at a time (for_each_chunk). Memory is
+// then O(live blocks + the buffer + the counters), whatever the trace's length.
+//
 // Also here: the facts of the trace itself that every allocator is measured against (the lower
 // bound and the op where it is reached, what is live there by tag, what is still live at the end)
 // and the offline planner's input. Invariants: allocs + frees == ops.size(); every free's slot was
@@ -14,6 +19,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,11 +60,21 @@ struct TagBytes {
   std::uint64_t blocks = 0;
 };
 
+// Emits the whole trace into a sink, from its start (a file read again, a workload generated again).
+using TraceEmitter = std::function<void(TraceSink&)>;
+
+// Ops per buffer of a streamed trace: 24 MiB, large enough that the per-chunk clock reads and
+// re-reading costs vanish in the throughput pass.
+inline constexpr std::size_t kStreamChunkOps = std::size_t{1} << 20;
+
 struct FlatTrace {
   std::string name;  // the workload spec or the file it came from
   TraceMetadata metadata;
   std::vector<std::string> tag_names;  // by TagId; [0] is ""
-  std::vector<ReplayOp> ops;
+  std::vector<ReplayOp> ops;        // every op, in order; empty when the trace is streamed
+  std::uint64_t events = 0;         // allocs + frees (== ops.size() unless streamed)
+  TraceEmitter emit;                // set only when streamed: reads the trace again
+  std::size_t chunk_ops = kStreamChunkOps;  // ops per buffer when streamed
   std::vector<ReplayOp> leftovers;  // a free for each block the trace never frees
   std::vector<CounterSample> counters;
   std::size_t slots = 0;   // peak number of live blocks
@@ -71,6 +88,7 @@ struct FlatTrace {
   // False only when the trace's metadata says `ends_empty=false` (inference weights, a server that
   // stops): blocks live at its end are then not leaks.
   bool meant_to_end_empty() const;
+  bool streamed() const { return static_cast<bool>(emit); }
   // The id of counter `name`, or kNoTag when the trace has no such counter name.
   TagId counter_tag(std::string_view name) const;
 };
@@ -80,14 +98,23 @@ struct FlatTrace {
 FlatTrace flatten_trace(TraceSource& source);
 // Generates workload `spec` straight into a FlatTrace (no intermediate event list).
 FlatTrace flatten_workload(std::string_view spec);
+// Flattens what `emit` emits, keeping the ops in memory while there are at most `max_ops_in_memory`
+// of them; beyond that the trace is streamed (FlatTrace::emit = emit) in buffers of `chunk_ops`.
+FlatTrace flatten_emitted(const TraceEmitter& emit, std::string name, std::uint64_t max_ops_in_memory,
+                          std::size_t chunk_ops = kStreamChunkOps);
 
-// Live bytes by tag just after ops[op_index], largest first, at most `limit` tags.
+// Calls fn(ops, index of ops[0]) over every op in order: once for a trace in memory, once per
+// buffer of at most chunk_ops ops for a streamed one (read again for each call of this
+// function, chunk_ops at a time). fn returns false to stop early. Throws what reading the trace throws.
+void for_each_chunk(const FlatTrace& trace, const std::function<bool(std::span<const ReplayOp>, std::uint64_t)>& fn);
+
+// Live bytes by tag just after op `op_index`, largest first, at most `limit` tags.
 std::vector<TagBytes> live_by_tag_after(const FlatTrace& trace, std::uint64_t op_index, std::size_t limit);
 // The blocks the trace never frees, by tag, largest first, at most `limit` tags.
 std::vector<TagBytes> leftovers_by_tag(const FlatTrace& trace, std::size_t limit);
 
 // The offline planner's input: one buffer per alloc, in order, lifetimes as op indices; a block
-// never freed lives to the last op.
+// never freed lives to the last op. Needs the ops in memory: empty for a streamed trace.
 std::vector<PlannedBuffer> planner_buffers(const FlatTrace& trace);
 
 }  // namespace tiermark

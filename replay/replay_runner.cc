@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <span>
 #include <type_traits>
 
 #include "allocators/allocator_types.h"
@@ -21,9 +22,9 @@ std::uint64_t elapsed_ns(Clock::time_point t0, Clock::time_point t1) {
 }
 
 template <class A>
-void time_ops(Touch touch, A& allocator, const FlatTrace& trace, void** slots, std::uint64_t overhead,
+void time_ops(Touch touch, A& allocator, std::span<const ReplayOp> ops, void** slots, std::uint64_t overhead,
               LatencyHistogram& alloc_ns, LatencyHistogram& free_ns) {
-  for (const ReplayOp& op : trace.ops) {
+  for (const ReplayOp& op : ops) {
     if (op.kind == ReplayOpKind::kAlloc) {
       const Clock::time_point t0 = Clock::now();
       clobber_memory();
@@ -82,12 +83,18 @@ class Runner final : public AllocatorRunner {
     {
       auto upstream = make_upstream(settings_.upstream_spec);
       auto allocator = make_(*upstream);
-      const ReplayOp* begin = trace_.ops.data();
-      const Clock::time_point t0 = Clock::now();
-      run_ops(settings_.touch, *allocator, begin, begin + trace_.ops.size(), slots_.data());
-      const Clock::time_point t1 = Clock::now();
-      out.seconds = static_cast<double>(elapsed_ns(t0, t1)) * 1e-9;
-      out.ops_per_second = out.seconds > 0 ? static_cast<double>(trace_.ops.size()) / out.seconds : 0;
+      // One timed region per buffer (one in all for a trace in memory): reading a streamed trace
+      // again happens between them, untimed.
+      std::uint64_t ns = 0;
+      for_each_chunk(trace_, [&](std::span<const ReplayOp> ops, std::uint64_t) {
+        const Clock::time_point t0 = Clock::now();
+        run_ops(settings_.touch, *allocator, ops.data(), ops.data() + ops.size(), slots_.data());
+        const Clock::time_point t1 = Clock::now();
+        ns += elapsed_ns(t0, t1);
+        return true;
+      });
+      out.seconds = static_cast<double>(ns) * 1e-9;
+      out.ops_per_second = out.seconds > 0 ? static_cast<double>(trace_.events) / out.seconds : 0;
       out.stats = allocator->stats();
       out.upstream = upstream->stats();
       release_leftovers(*allocator, trace_, slots_.data());
@@ -96,7 +103,10 @@ class Runner final : public AllocatorRunner {
       if (overhead_ns_ == UINT64_MAX) overhead_ns_ = timer_overhead_ns();
       auto upstream = make_upstream(settings_.upstream_spec);
       auto allocator = make_(*upstream);
-      time_ops(settings_.touch, *allocator, trace_, slots_.data(), overhead_ns_, out.alloc_ns, out.free_ns);
+      for_each_chunk(trace_, [&](std::span<const ReplayOp> ops, std::uint64_t) {
+        time_ops(settings_.touch, *allocator, ops, slots_.data(), overhead_ns_, out.alloc_ns, out.free_ns);
+        return true;
+      });
       release_leftovers(*allocator, trace_, slots_.data());
       out.latency_measured = true;
     }
@@ -105,7 +115,7 @@ class Runner final : public AllocatorRunner {
 
   MemoryObservation observe_memory() override {
     MemoryObservation out;
-    const std::uint64_t n = trace_.ops.size();
+    const std::uint64_t n = trace_.events;
     const std::uint64_t every = settings_.sample_every != 0 ? settings_.sample_every : std::max<std::uint64_t>(1, n / 1000);
     const TagId step_ns = trace_.counter_tag("sim.step_ns");
     const TagId token = trace_.counter_tag("kv.token_bytes");
@@ -116,26 +126,29 @@ class Runner final : public AllocatorRunner {
       auto upstream = make_upstream(settings_.upstream_spec);
       auto allocator = make_(*upstream);
       auto counter = trace_.counters.begin();
-      const ReplayOp* ops = trace_.ops.data();
-      for (std::uint64_t i = 0; i < n; ++i) {
-        for (; counter != trace_.counters.end() && counter->op_index == i; ++counter) {
-          if (!out.kv_counters) continue;
-          if (counter->tag == token) token_bytes = counter->value;
-          if (counter->tag == committed) committed_bytes = counter->value;
-          if (counter->tag == step_ns) kv_step(out, allocator->stats(), token_bytes, committed_bytes, counter->value);
-        }
-        run_ops(settings_.touch, *allocator, ops + i, ops + i + 1, slots_.data());
-        const bool at_peak = i == trace_.peak_op;
-        if (at_peak || i % every == every - 1 || i + 1 == n) {
-          const AllocatorStats s = allocator->stats();
-          out.timeline.push_back(sample_of(i, s));
-          if (at_peak) out.at_peak = s;
-          if (out.timeline.back().external_fragmentation > out.max_external_fragmentation) {
-            out.max_external_fragmentation = out.timeline.back().external_fragmentation;
-            out.max_external_fragmentation_op = i;
+      for_each_chunk(trace_, [&](std::span<const ReplayOp> ops, std::uint64_t first) {
+        for (std::uint64_t k = 0; k < ops.size(); ++k) {
+          const std::uint64_t i = first + k;
+          for (; counter != trace_.counters.end() && counter->op_index == i; ++counter) {
+            if (!out.kv_counters) continue;
+            if (counter->tag == token) token_bytes = counter->value;
+            if (counter->tag == committed) committed_bytes = counter->value;
+            if (counter->tag == step_ns) kv_step(out, allocator->stats(), token_bytes, committed_bytes, counter->value);
+          }
+          run_ops(settings_.touch, *allocator, &ops[k], &ops[k] + 1, slots_.data());
+          const bool at_peak = i == trace_.peak_op;
+          if (at_peak || i % every == every - 1 || i + 1 == n) {
+            const AllocatorStats s = allocator->stats();
+            out.timeline.push_back(sample_of(i, s));
+            if (at_peak) out.at_peak = s;
+            if (out.timeline.back().external_fragmentation > out.max_external_fragmentation) {
+              out.max_external_fragmentation = out.timeline.back().external_fragmentation;
+              out.max_external_fragmentation_op = i;
+            }
           }
         }
-      }
+        return true;
+      });
       // Counters after the last op: the same updates as inside the loop (a step's token and committed
       // bytes come before its sim.step_ns).
       for (; counter != trace_.counters.end(); ++counter) {
@@ -151,21 +164,24 @@ class Runner final : public AllocatorRunner {
       // Replay to the peak op again and trim(): what is still free then cannot go back upstream.
       auto upstream = make_upstream(settings_.upstream_spec);
       auto allocator = make_(*upstream);
-      const ReplayOp* ops = trace_.ops.data();
-      run_ops(settings_.touch, *allocator, ops, ops + trace_.peak_op + 1, slots_.data());
+      // Each slot's last op up to the peak: an alloc means the block is live at the peak.
+      std::vector<ReplayOp> last_op(trace_.slots);
+      std::vector<bool> live(trace_.slots, false);
+      for_each_chunk(trace_, [&](std::span<const ReplayOp> ops, std::uint64_t first) {
+        const std::uint64_t count = std::min<std::uint64_t>(ops.size(), trace_.peak_op + 1 - first);
+        run_ops(settings_.touch, *allocator, ops.data(), ops.data() + count, slots_.data());
+        for (std::uint64_t k = 0; k < count; ++k) {
+          last_op[ops[k].slot] = ops[k];
+          live[ops[k].slot] = ops[k].kind == ReplayOpKind::kAlloc;
+        }
+        return first + count <= trace_.peak_op;
+      });
       allocator->trim();
       const AllocatorStats s = allocator->stats();
       out.unreturnable_bytes_at_peak = s.reserved_bytes.current - s.allocated_bytes.current;
-      // Release what is live at the peak (each slot's last op up to the peak says whether it is).
-      std::vector<bool> live(trace_.slots, false);
-      std::vector<const ReplayOp*> live_op(trace_.slots, nullptr);
-      for (std::uint64_t i = 0; i <= trace_.peak_op; ++i) {
-        live[ops[i].slot] = ops[i].kind == ReplayOpKind::kAlloc;
-        live_op[ops[i].slot] = &ops[i];
-      }
       for (std::size_t slot = 0; slot < trace_.slots; ++slot) {
         if (live[slot] && slots_[slot] != nullptr) {
-          const ReplayOp& op = *live_op[slot];
+          const ReplayOp& op = last_op[slot];
           allocator->deallocate(slots_[slot], op.size, op.alignment(), op.stream);
         }
       }
