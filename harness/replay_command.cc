@@ -167,7 +167,9 @@ void prepare(Workload& w, const ReplayArgs& a, const ReplaySettings& common, std
     }
   }
   // The offline references: the plan is made once, untimed by the replay.
-  if (a.planner && w.trace.streamed()) {
+  if (a.planner && w.settings.threads > 1) {
+    notes.push_back(w.trace.name + ": no planner row: the planner serves requests in trace order, which threads do not keep");
+  } else if (a.planner && w.trace.streamed()) {
     notes.push_back(w.trace.name + ": no planner row: the trace is streamed, and a plan needs every buffer in memory");
   } else if (a.planner && w.trace.allocs != 0) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -197,10 +199,10 @@ int run_replay(const ReplayArgs& a, std::ostream& out) {
   if (a.allocators.empty()) throw InputError("replay: --allocator LIST is required (a comma list of allocator specs, or 'all')");
   const std::uint64_t repetitions = parse_count_option("repetitions", a.repetitions, 1);
   const std::uint64_t threads = parse_count_option("threads", a.threads, 1);
-  if (threads > 1) throw InputError("--threads: multi-thread replay is not available yet (issue 8 adds thread-safe allocators)");
   ReplaySettings common;
   common.touch = parse_touch(a.touch);
   common.sample_every = parse_count_option("sample-every", a.sample_every, 0);
+  common.threads = threads;
   if (common.touch != Touch::kNone && a.memory != "host") {
     throw InputError("--touch " + a.touch + " writes into blocks: it needs --memory host");
   }
@@ -219,6 +221,7 @@ int run_replay(const ReplayArgs& a, std::ostream& out) {
   context["touch"] = a.touch;
   context["repetitions"] = repetitions;
   context["latency"] = a.latency;
+  context["threads"] = threads;
   json document = {{"schema", kResultsSchema}, {"context", context}, {"workloads", json::array()}, {"runs", json::array()},
                    {"notes", notes}, {"interrupted", false}};
   for (const Workload& w : workloads) document["workloads"].push_back(w.record);
@@ -309,7 +312,7 @@ int replay_command(const std::vector<std::string>& args, std::ostream& out) {
       ("repetitions", po::value(&a.repetitions), "throughput repetitions per allocator, interleaved (default 5)")
       ("latency", po::bool_switch(&a.latency), "also time every operation (a separate pass per repetition)")
       ("sample-every", po::value(&a.sample_every), "memory timeline: one sample per N ops (default: about 1000 samples)")
-      ("threads", po::value(&a.threads), "replay threads (1; multi-thread traces come with issue 8)")
+      ("threads", po::value(&a.threads), "replay threads: trace thread t runs on thread t % N, cross-thread frees in trace order (default 1)")
       ("no-planner", "skip the offline planner row")
       ("max-events-in-memory", po::value(&a.max_events_in_memory), "stream a trace with more alloc/free events than this, reading it again for each pass (default 0: a quarter of free memory's worth)")
       ("out", po::value(&a.out_dir), "results directory (default results/<date>_<host>_<commit>/)")

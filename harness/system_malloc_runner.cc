@@ -282,7 +282,7 @@ class SystemMallocRunner final : public AllocatorRunner {
       args_.insert(args_.end(), {"--trace", source.trace_file, "--format", source.format});
     }
     args_.insert(args_.end(), {"--touch", std::string(touch_name(settings.touch)), "--sample-every",
-                               std::to_string(settings.sample_every)});
+                               std::to_string(settings.sample_every), "--threads", std::to_string(settings.threads)});
   }
 
   std::string_view name() const override { return library_.spec; }
@@ -344,7 +344,7 @@ class SystemMallocRunner final : public AllocatorRunner {
 // --- The child side. ---
 
 struct ChildArgs {
-  std::string pass, malloc, workload, trace, format = "auto", touch = "none", sample_every = "0";
+  std::string pass, malloc, workload, trace, format = "auto", touch = "none", sample_every = "0", threads = "1";
 };
 
 std::uint64_t page_faults_so_far() {
@@ -376,6 +376,7 @@ int run_child_pass(const ChildArgs& a, std::ostream& out) {
   settings.upstream_spec = "host";
   settings.touch = parse_touch(a.touch);
   settings.sample_every = parse_count_option("sample-every", a.sample_every, 0);
+  settings.threads = parse_count_option("threads", a.threads, 1);
   std::unique_ptr<AllocatorRunner> runner = make_runner("system", trace, settings);
 
   // The flattened trace and the runner's slot table stay in this process during the pass: they are
@@ -475,7 +476,8 @@ int replay_child_command(const std::vector<std::string>& args, std::ostream& out
       ("trace", po::value(&a.trace), "a trace file")
       ("format", po::value(&a.format), "the trace file's format")
       ("touch", po::value(&a.touch), "none, first or full")
-      ("sample-every", po::value(&a.sample_every), "memory timeline: one sample per N ops (0: about 1000)");
+      ("sample-every", po::value(&a.sample_every), "memory timeline: one sample per N ops (0: about 1000)")
+      ("threads", po::value(&a.threads), "replay threads (as tiermark replay --threads)");
   parse_command_options("replay-child", options, args);
   return run_child_pass(a, out);
 }

@@ -10,6 +10,7 @@
 #include "allocators/registry.h"
 #include "common/input_error.h"
 #include "replay/replay_loop.h"
+#include "replay/threaded_replay.h"
 
 namespace tiermark {
 namespace {
@@ -73,12 +74,20 @@ class Runner final : public AllocatorRunner {
       throw InputError("--touch " + std::string(touch_name(settings_.touch)) + " writes into blocks: it needs --memory host");
     }
     make_(*upstream).reset();
+    if (settings_.threads > 1) {
+      if (trace_.streamed()) throw InputError("--threads: a streamed trace replays on one thread (raise --max-events-in-memory)");
+      if constexpr (std::is_same_v<A, PlannedAllocator>) {
+        throw InputError("--threads: the planner serves requests in trace order, which threads do not keep");
+      }
+      streams_ = split_by_thread(trace_, settings_.threads);
+    }
   }
 
   std::string_view name() const override { return name_; }
   const std::string& config() const override { return config_; }
 
   RepetitionResult repetition(bool latency) override {
+    if (settings_.threads > 1) return threaded_repetition(latency);
     RepetitionResult out;
     {
       auto upstream = make_upstream(settings_.upstream_spec);
@@ -190,6 +199,44 @@ class Runner final : public AllocatorRunner {
   }
 
  private:
+  // The process's malloc is thread-safe; tiermark's allocators are called under one lock.
+  static constexpr bool kThreadSafe = std::is_same_v<A, SystemAllocator>;
+
+  template <class B>
+  ThreadedPassResult threaded_pass(B& allocator, bool timed) {
+    if constexpr (kThreadSafe) {
+      return replay_threads(allocator, streams_, trace_.slots, slots_.data(), settings_.touch, timed, overhead_ns_);
+    } else {
+      LockedAllocator<B> locked(allocator);
+      return replay_threads(locked, streams_, trace_.slots, slots_.data(), settings_.touch, timed, overhead_ns_);
+    }
+  }
+
+  RepetitionResult threaded_repetition(bool latency) {
+    RepetitionResult out;
+    if (latency && overhead_ns_ == UINT64_MAX) overhead_ns_ = timer_overhead_ns();
+    {
+      auto upstream = make_upstream(settings_.upstream_spec);
+      auto allocator = make_(*upstream);
+      const ThreadedPassResult pass = threaded_pass(*allocator, false);
+      out.seconds = static_cast<double>(pass.wall_ns) * 1e-9;
+      out.ops_per_second = out.seconds > 0 ? static_cast<double>(trace_.events) / out.seconds : 0;
+      out.stats = allocator->stats();
+      out.upstream = upstream->stats();
+      release_leftovers(*allocator, trace_, slots_.data());
+    }
+    if (latency) {
+      auto upstream = make_upstream(settings_.upstream_spec);
+      auto allocator = make_(*upstream);
+      ThreadedPassResult pass = threaded_pass(*allocator, true);
+      out.alloc_ns = pass.alloc_ns;
+      out.free_ns = pass.free_ns;
+      release_leftovers(*allocator, trace_, slots_.data());
+      out.latency_measured = true;
+    }
+    return out;
+  }
+
   static void kv_step(MemoryObservation& out, const AllocatorStats& s, std::uint64_t token_bytes,
                       std::uint64_t committed_bytes, std::uint64_t dt) {
     const double t = static_cast<double>(dt);
@@ -206,6 +253,7 @@ class Runner final : public AllocatorRunner {
   ReplaySettings settings_;
   Make make_;
   std::vector<void*> slots_;
+  std::vector<ThreadOps> streams_;  // with threads > 1: each replay thread's ops
   std::uint64_t overhead_ns_ = UINT64_MAX;
 };
 

@@ -42,6 +42,9 @@ struct ReplaySettings {
   std::string upstream_spec = "simulated";  // a fresh upstream of this spec for every pass
   Touch touch = Touch::kNone;
   std::uint64_t sample_every = 0;  // 0: about 1000 samples over the trace
+  // Replay threads for the throughput and latency passes (threaded_replay.h); the memory pass
+  // always replays in trace order on one thread, so its numbers do not depend on scheduling.
+  std::size_t threads = 1;
 };
 
 struct RepetitionResult {
