@@ -6,8 +6,13 @@
 #include "allocators/caching_pytorch_allocator.h"
 
 #include <algorithm>
-#include <new>
 #include <map>
+#include <new>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/spec.h"
 
 namespace tiermark {
 namespace {
@@ -37,7 +42,72 @@ const std::vector<OptionSpec> kPytorchOptions = {
     {"expandable_segments", OptionType::kBool, "false",
      "per stream and pool one virtual range of 1.125 x the device capacity, mapped in 2MiB (small) or 20MiB (large) "
      "pages on demand and unmapped by empty_cache (PyTorch expandable_segments); simulated upstreams only"},
+    {"alloc_conf", OptionType::kText, "",
+     "a PYTORCH_CUDA_ALLOC_CONF string in brackets, as PyTorch reads it: "
+     "[expandable_segments:True,max_split_size_mb:128,roundup_power2_divisions:[256:1,>:4]]; its settings "
+     "may not also be given as options"},
 };
+
+// PYTORCH_CUDA_ALLOC_CONF keys (c10/core/AllocatorConfig.cpp, CUDAAllocatorConfig::parseArgs) and the
+// tiermark option each sets; `unit` is appended to the value (PyTorch's *_mb keys are in MiB).
+struct AllocConfKey {
+  std::string_view key;
+  std::string_view option;  // empty: accepted and not modelled
+  std::string_view unit;
+};
+constexpr AllocConfKey kAllocConfKeys[] = {
+    {"max_split_size_mb", "max_split_size", "MiB"},
+    {"max_non_split_rounding_mb", "max_non_split_rounding", "MiB"},
+    {"roundup_power2_divisions", "roundup_power2_divisions", ""},
+    {"garbage_collection_threshold", "garbage_collection_threshold", ""},
+    {"expandable_segments", "expandable_segments", ""},
+    // Pinned host memory and the driver lock are outside the device allocator this models.
+    {"pinned_use_cuda_host_register", "", ""},
+    {"pinned_num_register_threads", "", ""},
+    {"release_lock_on_cudamalloc", "", ""},
+    {"backend", "", ""},
+};
+
+// The options with an alloc_conf string's settings merged in: its keys translated to tiermark's
+// option names and values, then validated like any option. A setting given both ways, an unknown
+// key or backend:cudaMallocAsync (a different allocator) is rejected.
+Options apply_alloc_conf(const Options& options) {
+  if (!options.has("alloc_conf")) return options;
+  std::string_view conf = options.text("alloc_conf");
+  if (conf.size() >= 2 && conf.front() == '[' && conf.back() == ']') conf = conf.substr(1, conf.size() - 2);
+  std::vector<std::pair<std::string, std::string>> settings;
+  for (const OptionSpec& spec : kPytorchOptions) {
+    if (spec.name != "alloc_conf" && options.has(spec.name)) settings.emplace_back(spec.name, options.text(spec.name));
+  }
+  for (const std::string_view piece : split_top_level(conf)) {
+    if (piece.empty()) continue;
+    const std::size_t colon = piece.find(':');
+    if (colon == std::string_view::npos) options.reject("alloc_conf", "'" + std::string(piece) + "' is not key:value");
+    const std::string_view key = piece.substr(0, colon);
+    std::string value(piece.substr(colon + 1));
+    const auto* known = std::find_if(std::begin(kAllocConfKeys), std::end(kAllocConfKeys),
+                                     [&](const AllocConfKey& k) { return k.key == key; });
+    if (known == std::end(kAllocConfKeys)) options.reject("alloc_conf", "unknown key '" + std::string(key) + "'");
+    if (key == "backend" && value != "native") {
+      options.reject("alloc_conf", "backend:" + value + " is another allocator; caching.pytorch models backend:native");
+    }
+    if (known->option.empty()) continue;
+    if (key == "expandable_segments") value = value == "True" ? "true" : value == "False" ? "false" : value;
+    const auto given = std::find_if(settings.begin(), settings.end(), [&](const auto& s) { return s.first == known->option; });
+    const auto spec = std::find_if(kPytorchOptions.begin(), kPytorchOptions.end(),
+                                    [&](const OptionSpec& o) { return o.name == known->option; });
+    if (given != settings.end() && given->second != spec->default_value) {
+      options.reject("alloc_conf", std::string(key) + " is also given as option " + std::string(known->option));
+    }
+    value += known->unit;
+    if (given != settings.end()) {
+      given->second = value;
+    } else {
+      settings.emplace_back(known->option, value);
+    }
+  }
+  return Options(options.owner(), kPytorchOptions, settings);
+}
 
 // Segments are asked for at the block quantum; cudaMalloc's own 256 B guarantee is below it.
 constexpr std::size_t kSegmentAlignment = CachingPytorchAllocator::kMinBlockSize;
@@ -56,10 +126,11 @@ std::uint64_t split_bytes(const Block* b) noexcept {
 
 std::span<const OptionSpec> CachingPytorchAllocator::option_specs() { return kPytorchOptions; }
 
-CachingPytorchAllocator::CachingPytorchAllocator(const Options& options, Upstream& upstream)
+CachingPytorchAllocator::CachingPytorchAllocator(const Options& given, Upstream& upstream)
     : upstream_(upstream),
       live_buckets_(kInitialBuckets),
       live_(detail::pyt::LiveTable::bucket_traits(live_buckets_.data(), live_buckets_.size())) {
+  const Options options = apply_alloc_conf(given);
   small_.small = true;
   if (options.has("max_split_size")) {
     // AllocatorConfig::parseMaxSplitSize rejects max_split_size_mb <= kLargeBuffer / 1 MiB.

@@ -14,7 +14,8 @@ bool valid_name(std::string_view name) {
   });
 }
 
-// Splits on commas that are not inside [brackets].
+}  // namespace
+
 std::vector<std::string_view> split_top_level(std::string_view text) {
   std::vector<std::string_view> pieces;
   int depth = 0;
@@ -31,7 +32,6 @@ std::vector<std::string_view> split_top_level(std::string_view text) {
   return pieces;
 }
 
-}  // namespace
 
 Spec parse_spec(std::string_view text) {
   const std::string quoted = "'" + std::string(text) + "'";

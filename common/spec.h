@@ -24,4 +24,7 @@ Spec parse_spec(std::string_view text);
 // without `=` after the first spec starts a new spec; a `key=value` piece belongs to the spec before it.
 std::vector<std::string> split_spec_list(std::string_view text);
 
+// Splits `text` on the commas that are not inside [brackets] (nested brackets count).
+std::vector<std::string_view> split_top_level(std::string_view text);
+
 }  // namespace tiermark

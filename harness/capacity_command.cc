@@ -484,12 +484,12 @@ int run_capacity(const CapacityArgs& a, std::ostream& out) {
     if (!note.empty()) run["note"] = note;
     row.run = std::move(run);
     document["runs"].push_back(row.run);
-    write_results(document, dir.string(), a.json_path);  // every finished row is on disk
+    write_results(document, dir.string(), a.json_path, "capacity");  // every finished row is on disk
   }
-  write_results(document, dir.string(), a.json_path);
+  write_results(document, dir.string(), a.json_path, "capacity");
   print_capacity_table(document, serve_traces.has_value(), out);
   for (const std::string& note : notes) out << "note: " << note << "\n";
-  out << "\nresults: " << (dir / "results.json").string() << "\n";
+  out << "\nresults: " << (dir / "capacity.json").string() << "\n";
   return kExitOk;
 }
 

@@ -245,13 +245,13 @@ void write_results_csv(const json& document, std::ostream& out) {
   }
 }
 
-void write_results(const json& document, const std::string& dir, const std::string& json_path) {
+void write_results(const json& document, const std::string& dir, const std::string& json_path, const std::string& stem) {
   const std::string text = document.dump(1) + "\n";
   if (!dir.empty()) {
-    AtomicFile json_file((std::filesystem::path(dir) / "results.json").string());
+    AtomicFile json_file((std::filesystem::path(dir) / (stem + ".json")).string());
     json_file.stream() << text;
     json_file.commit();
-    AtomicFile csv_file((std::filesystem::path(dir) / "results.csv").string());
+    AtomicFile csv_file((std::filesystem::path(dir) / (stem + ".csv")).string());
     write_results_csv(document, csv_file.stream());
     csv_file.commit();
   }
@@ -278,21 +278,29 @@ void print_results_table(const json& document, std::ostream& out) {
     out << "\n" << name << "   lower bound " << format_size_approx(workload["lower_bound_bytes"].get<std::uint64_t>());
     if (workload["planner_bytes"].is_number()) out << ", planner " << format_size_approx(workload["planner_bytes"].get<std::uint64_t>());
     out << ", " << workload["events"].get<std::uint64_t>() << " events\n";
-    char line[256];
-    std::snprintf(line, sizeof line, "  %-18s %10s %14s %14s %12s %10s %9s %7s  %s\n", "allocator", "ops/s",
-                  "alloc p50/p99", "free p50/p99", "peak reserv.", "efficiency", "max ext.", "OOMs", "note");
+    const auto planner = workload["planner_bytes"].is_number() ? workload["planner_bytes"].get<double>() : 0.0;
+    char line[320];
+    const char* format = "  %-18s %10s %14s %14s %12s %10s %9s %9s %7s %10s  %s\n";
+    std::snprintf(line, sizeof line, format, "allocator", "ops/s", "alloc p50/p99", "free p50/p99", "peak reserv.",
+                  "efficiency", "x planner", "max ext.", "OOMs", "peak RSS", "note");
+    out << line;
+    // The theoretical optimum first: no allocator can hold less than the peak of live bytes.
+    std::snprintf(line, sizeof line, format, "(lower bound)", "", "", "", format_size_approx(workload["lower_bound_bytes"].get<std::uint64_t>()).c_str(),
+                  "1.000", planner > 0 ? format_fixed(workload["lower_bound_bytes"].get<double>() / planner, 3).c_str() : "-", "", "", "", "");
     out << line;
     for (const json* run : runs) {
       const json m = run->value("metrics", json::object());
       const std::string alloc = cell(m, "latency_ns.alloc.p50", 0) + "/" + cell(m, "latency_ns.alloc.p99", 0);
       const std::string free = cell(m, "latency_ns.free.p50", 0) + "/" + cell(m, "latency_ns.free.p99", 0);
-      std::snprintf(line, sizeof line, "  %-18s %10s %14s %14s %12s %10s %9s %7s  %s\n",
-                    run->value("allocator", std::string()).c_str(),
+      const std::string over_planner = planner > 0 && m.contains("peak_reserved_bytes") && m["peak_reserved_bytes"].is_number()
+                                           ? format_fixed(m["peak_reserved_bytes"].get<double>() / planner, 3)
+                                           : "-";
+      std::snprintf(line, sizeof line, format, run->value("allocator", std::string()).c_str(),
                     m.contains("ops_per_second") ? format_rate(m["ops_per_second"].get<double>()).c_str() : "-",
                     alloc == "-/-" ? "-" : alloc.c_str(), free == "-/-" ? "-" : free.c_str(),
-                    bytes_cell(m, "peak_reserved_bytes").c_str(), cell(m, "efficiency", 3).c_str(),
+                    bytes_cell(m, "peak_reserved_bytes").c_str(), cell(m, "efficiency", 3).c_str(), over_planner.c_str(),
                     cell(m, "external_fragmentation_max", 3).c_str(), cell(m, "oom_count", 0).c_str(),
-                    run->value("note", std::string()).c_str());
+                    bytes_cell(m, "peak_rss_bytes").c_str(), run->value("note", std::string()).c_str());
       out << line;
     }
   }

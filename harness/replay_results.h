@@ -39,9 +39,11 @@ nlohmann::ordered_json workload_json(const FlatTrace& trace, const std::string& 
 nlohmann::ordered_json add_memory_metrics(nlohmann::ordered_json& metrics, const MemoryObservation& memory,
                                           const FlatTrace& trace, std::optional<std::uint64_t> planner_bytes);
 
-// results.json and results.csv in `dir` (each written to a temporary name and renamed), and the
-// JSON also to `json_path` when not empty.
-void write_results(const nlohmann::ordered_json& document, const std::string& dir, const std::string& json_path);
+// <stem>.json and <stem>.csv in `dir` (each written to a temporary name and renamed), and the JSON
+// also to `json_path` when not empty. Replay writes results.*, capacity capacity.*, so that one
+// results directory holds both.
+void write_results(const nlohmann::ordered_json& document, const std::string& dir, const std::string& json_path,
+                   const std::string& stem = "results");
 // The long-form CSV: workload,allocator,config,repetition,metric,value (repetition "median" for
 // the aggregated value, 1..N for each repetition); nested metrics get dotted names.
 void write_results_csv(const nlohmann::ordered_json& document, std::ostream& out);

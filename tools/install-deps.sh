@@ -11,7 +11,8 @@ packages=(
   libhwloc-dev hwloc
   nlohmann-json3-dev
   libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0
-  python3 python3-pytest
+  python3 python3-pytest python3-matplotlib python3-numpy python3-scipy
+  likwid
 )
 
 missing=()

@@ -520,6 +520,54 @@ TEST(CachingPytorch, RejectsBadOptionsInOneLine) {
   EXPECT_EQ(intervals.divisions()[15], 8u);
 }
 
+// PYTORCH_CUDA_ALLOC_CONF strings, as PyTorch parses them (c10/core/AllocatorConfig.cpp): the same
+// allocator as the same settings given as options, and one-line errors for what PyTorch would refuse
+// or tiermark does not model.
+TEST(CachingPytorch, AcceptsAPytorchCudaAllocConfString) {
+  SimulatedUpstream device(make_options("simulated:capacity=8GiB", "simulated", SimulatedUpstream::option_specs()));
+  CachingPytorchAllocator conf(
+      pytorch_options("alloc_conf=[expandable_segments:True,max_split_size_mb:128,"
+                      "roundup_power2_divisions:[256:1,512:2,>:4],garbage_collection_threshold:0.6,"
+                      "pinned_use_cuda_host_register:True,backend:native],per_process_memory_fraction=0.5"),
+      device);
+  EXPECT_TRUE(conf.expandable_segments());
+  EXPECT_EQ(conf.divisions()[8], 1u);   // [256 MiB, 512 MiB): 1
+  EXPECT_EQ(conf.divisions()[9], 2u);   // [512 MiB, 1 GiB): 2
+  EXPECT_EQ(conf.divisions()[15], 4u);  // beyond: 4
+  // Behaviour equals the explicit options: a sequence of requests reserves the same bytes.
+  Harness a("alloc_conf=[max_split_size_mb:64,roundup_power2_divisions:4]");
+  Harness b("max_split_size=64MiB,roundup_power2_divisions=4");
+  std::vector<void*> pa, pb;
+  for (std::uint64_t size : {100 * MiB, 3 * MiB, 70 * MiB + 1, 12 * MiB, 1000 * KiB, 300 * MiB}) {
+    pa.push_back(a.alloc(size));
+    pb.push_back(b.alloc(size));
+  }
+  a.release(pa[0]);
+  b.release(pb[0]);
+  a.alloc(90 * MiB);
+  b.alloc(90 * MiB);
+  EXPECT_EQ(a.reserved(), b.reserved());
+  EXPECT_EQ(a.allocated(), b.allocated());
+  EXPECT_EQ(a.segments(), b.segments());
+
+  const auto rejects = [&](const std::string& settings, const std::string& fragment) {
+    try {
+      CachingPytorchAllocator x(pytorch_options(settings), device);
+      ADD_FAILURE() << settings << " was accepted";
+    } catch (const InputError& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find(fragment), std::string::npos) << message;
+      EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    }
+  };
+  rejects("alloc_conf=[max_split_size_mb:20]", "more than 20MiB");  // PyTorch: > kLargeBuffer
+  rejects("alloc_conf=[no_such_key:1]", "unknown key 'no_such_key'");
+  rejects("alloc_conf=[backend:cudaMallocAsync]", "another allocator");
+  rejects("alloc_conf=[expandable_segments]", "not key:value");
+  rejects("alloc_conf=[max_split_size_mb:64],max_split_size=128MiB", "also given as option max_split_size");
+  rejects("alloc_conf=[expandable_segments:Maybe]", "expandable_segments");
+}
+
 TEST(CachingPytorch, StatsMirrorTorchMemoryStats) {
   Harness h;
   void* p = h.alloc(3 * MiB);  // 20 MiB segment: 3 MiB block + 17 MiB inactive split
