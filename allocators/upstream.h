@@ -50,6 +50,7 @@ class Upstream {
 
   // `p`, `bytes` and `alignment` exactly as in the allocate() call that returned p.
   void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    if (release_hook_ != nullptr) release_hook_(release_context_, p, bytes);
     do_deallocate(p, bytes, alignment);
     ++stats_.frees;
     stats_.bytes.subtract(bytes);
@@ -66,6 +67,14 @@ class Upstream {
     return out;
   }
   std::uint64_t capacity() const { return capacity_; }
+  // Called with every range given back, before it goes (the replay's cache model forgets it: memory
+  // returned to the OS comes back as fresh pages). One hook at a time; nullptr removes it.
+  using ReleaseHook = void (*)(void* context, void* p, std::size_t bytes);
+  void set_release_hook(ReleaseHook hook, void* context) noexcept {
+    release_hook_ = hook;
+    release_context_ = context;
+  }
+
   // The canonical spec this source was built from, e.g. `simulated:capacity=80GiB,...`.
   const std::string& config() const { return config_; }
 
@@ -82,6 +91,8 @@ class Upstream {
   double alloc_cost_ns_;
   double free_cost_ns_;
   UpstreamStats stats_;
+  ReleaseHook release_hook_ = nullptr;
+  void* release_context_ = nullptr;
 };
 
 }  // namespace tiermark

@@ -203,6 +203,13 @@ int run_replay(const ReplayArgs& a, std::ostream& out) {
   common.touch = parse_touch(a.touch);
   common.sample_every = parse_count_option("sample-every", a.sample_every, 0);
   common.threads = threads;
+  // The context is read first: its last-level cache sizes the locality pass's cache model.
+  json context = run_context();
+  for (const json& cache : context.value("caches", json::array())) {
+    if (cache.value("type", "") != "instruction" && cache["size_bytes"].is_number()) {
+      common.cache_bytes = std::max<std::uint64_t>(common.cache_bytes, cache["size_bytes"].get<std::uint64_t>());
+    }
+  }
   if (common.touch != Touch::kNone && a.memory != "host") {
     throw InputError("--touch " + a.touch + " writes into blocks: it needs --memory host");
   }
@@ -215,7 +222,6 @@ int run_replay(const ReplayArgs& a, std::ostream& out) {
   for (Workload& w : workloads) prepare(w, a, common, notes);
   const std::filesystem::path dir = results_directory(a.out_dir);
 
-  json context = run_context();
   context["command"] = a.command;
   context["memory"] = a.memory;
   context["touch"] = a.touch;
@@ -253,6 +259,9 @@ int run_replay(const ReplayArgs& a, std::ostream& out) {
         row.run["top_consumers"] = w.record["top_consumers"];
         row.run["leaks"] = w.record["leaks"];
         row.run["timeline"] = std::move(timeline);
+        if (const std::optional<LocalityObservation> locality = row.runner->observe_locality()) {
+          add_locality_metrics(row.run["metrics"], *locality);
+        }
       } catch (const PassFailure& e) {
         fail_row(row, "the memory pass", e);
       }

@@ -219,6 +219,16 @@ json add_memory_metrics(json& m, const MemoryObservation& memory, const FlatTrac
   return timeline;
 }
 
+void add_locality_metrics(json& m, const LocalityObservation& l) {
+  const auto rate = [](std::uint64_t bytes, double seconds) { return seconds > 0 ? json(double(bytes) / seconds) : json(nullptr); };
+  m["touch_cache_bytes"] = l.cache_bytes;
+  m["touched_bytes"] = l.touched_bytes;
+  m["touch_bandwidth_bytes_per_second"] = rate(l.touched_bytes, l.touch_seconds);
+  m["touch_cache_resident_fraction"] = l.touched_bytes == 0 ? 0.0 : double(l.resident_bytes) / double(l.touched_bytes);
+  m["touch_hot_bandwidth_bytes_per_second"] = rate(l.hot_bytes, l.hot_seconds);
+  m["touch_cold_bandwidth_bytes_per_second"] = rate(l.cold_bytes, l.cold_seconds);
+}
+
 void write_results_csv(const json& document, std::ostream& out) {
   out << "workload,allocator,config,repetition,metric,value\n";
   const auto quote = [](const std::string& s) {

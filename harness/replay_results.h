@@ -39,6 +39,10 @@ nlohmann::ordered_json workload_json(const FlatTrace& trace, const std::string& 
 nlohmann::ordered_json add_memory_metrics(nlohmann::ordered_json& metrics, const MemoryObservation& memory,
                                           const FlatTrace& trace, std::optional<std::uint64_t> planner_bytes);
 
+// Adds the locality pass's metrics: touch_bandwidth_bytes_per_second, touch_cache_resident_fraction,
+// and the bandwidth of mostly-resident (hot) and mostly-not (cold) blocks.
+void add_locality_metrics(nlohmann::ordered_json& metrics, const LocalityObservation& locality);
+
 // <stem>.json and <stem>.csv in `dir` (each written to a temporary name and renamed), and the JSON
 // also to `json_path` when not empty. Replay writes results.*, capacity capacity.*, so that one
 // results directory holds both.

@@ -9,6 +9,7 @@
 #include "allocators/allocator_types.h"
 #include "allocators/registry.h"
 #include "common/input_error.h"
+#include "replay/page_lru.h"
 #include "replay/replay_loop.h"
 #include "replay/threaded_replay.h"
 
@@ -195,6 +196,59 @@ class Runner final : public AllocatorRunner {
         }
       }
     }
+    return out;
+  }
+
+  std::optional<LocalityObservation> observe_locality() override {
+    if (settings_.touch != Touch::kFull || settings_.cache_bytes == 0) return std::nullopt;
+    auto upstream = make_upstream(settings_.upstream_spec);
+    if (!upstream->touchable()) return std::nullopt;
+    if (overhead_ns_ == UINT64_MAX) overhead_ns_ = timer_overhead_ns();
+    PageLru cache(settings_.cache_bytes);
+    upstream->set_release_hook(
+        [](void* model, void* p, std::size_t bytes) {
+          static_cast<PageLru*>(model)->forget(reinterpret_cast<std::uintptr_t>(p), bytes);
+        },
+        &cache);
+    auto allocator = make_(*upstream);
+    LocalityObservation out;
+    out.cache_bytes = settings_.cache_bytes;
+    std::uint64_t ns_total = 0, hot_ns = 0, cold_ns = 0;
+    for_each_chunk(trace_, [&](std::span<const ReplayOp> ops, std::uint64_t) {
+      for (const ReplayOp& op : ops) {
+        if (op.kind == ReplayOpKind::kFree) {
+          if (void* p = slots_[op.slot]; p != nullptr) allocator->deallocate(p, op.size, op.alignment(), op.stream);
+          continue;
+        }
+        void* p = allocator->allocate(op.size, op.alignment(), op.stream);
+        slots_[op.slot] = p;
+        if (p == nullptr) continue;
+        const std::uint64_t resident = cache.touch(reinterpret_cast<std::uintptr_t>(p), op.size);
+        const Clock::time_point t0 = Clock::now();
+        clobber_memory();
+        touch_block<Touch::kFull>(p, op.size);
+        clobber_memory();
+        const std::uint64_t raw = elapsed_ns(t0, Clock::now());
+        const std::uint64_t ns = raw > overhead_ns_ ? raw - overhead_ns_ : 0;
+        out.touched_bytes += op.size;
+        out.resident_bytes += resident;
+        ns_total += ns;
+        if (2 * resident >= op.size) {
+          out.hot_bytes += op.size;
+          hot_ns += ns;
+        } else {
+          out.cold_bytes += op.size;
+          cold_ns += ns;
+        }
+      }
+      return true;
+    });
+    release_leftovers(*allocator, trace_, slots_.data());
+    allocator.reset();
+    upstream->set_release_hook(nullptr, nullptr);
+    out.touch_seconds = static_cast<double>(ns_total) * 1e-9;
+    out.hot_seconds = static_cast<double>(hot_ns) * 1e-9;
+    out.cold_seconds = static_cast<double>(cold_ns) * 1e-9;
     return out;
   }
 

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -45,6 +46,8 @@ struct ReplaySettings {
   // Replay threads for the throughput and latency passes (threaded_replay.h); the memory pass
   // always replays in trace order on one thread, so its numbers do not depend on scheduling.
   std::size_t threads = 1;
+  // The last-level cache's size (from hwloc), for the locality pass's cache model; 0: no locality pass.
+  std::uint64_t cache_bytes = 0;
 };
 
 struct RepetitionResult {
@@ -90,6 +93,19 @@ class PassFailure : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The locality pass (with --memory host --touch full): each block is written once, whole, right
+// after it is handed out, the write timed alone; a page-LRU model of the last-level cache
+// (page_lru.h) says how many of those bytes were still cached from earlier use. A block is "hot" when
+// most of its bytes were.
+struct LocalityObservation {
+  std::uint64_t cache_bytes = 0;     // the modelled cache
+  std::uint64_t touched_bytes = 0;   // every byte of every block handed out
+  std::uint64_t resident_bytes = 0;  // of those, in pages the model still held
+  double touch_seconds = 0;          // sum of the timed writes, timer overhead subtracted
+  std::uint64_t hot_bytes = 0, cold_bytes = 0;  // bytes of blocks mostly resident / mostly not
+  double hot_seconds = 0, cold_seconds = 0;
+};
+
 class AllocatorRunner {
  public:
   virtual ~AllocatorRunner() = default;
@@ -99,6 +115,8 @@ class AllocatorRunner {
   // Both may throw PassFailure.
   virtual RepetitionResult repetition(bool latency) = 0;
   virtual MemoryObservation observe_memory() = 0;
+  // The locality pass; nullopt unless touch is full, cache_bytes is set and memory is touchable.
+  virtual std::optional<LocalityObservation> observe_locality() { return std::nullopt; }
   // Facts recorded in the run's JSON besides name and config, replacing the run's own value for the
   // same key (a system.* row: "memory": "host", "library": the preloaded file, "malloc": its name).
   virtual std::vector<std::pair<std::string, std::string>> facts() const { return {}; }

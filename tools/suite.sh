@@ -70,3 +70,9 @@ done
 
 scripts/bench_table.py "$out" | tee "$out/table.txt"
 echo "results: $out/results.json" >&2
+
+# The plots (PNG and SVG, plots.json) next to the results, then one self-contained HTML report of it
+# all (docs/plots-and-report.md); its path is the last line printed.
+scripts/plot.py "$out"
+python3 scripts/report.py "$out" -o "$out/report.html" >/dev/null
+echo "report: $out/report.html"
