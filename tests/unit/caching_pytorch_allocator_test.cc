@@ -898,57 +898,18 @@ TEST(CachingPytorch, ExpandableConformanceChurnThroughTheRegistry) {
 void churn(const std::string& settings, const std::string& memory, std::uint64_t max_size, int ops, bool may_fail) {
   auto upstream = make_upstream(memory);
   CachingPytorchAllocator a(pytorch_options(settings), *upstream);
-  testing::LiveBlocks live(upstream->touchable());
-  struct Live {
-    void* p;
-    std::size_t size;
-    std::size_t alignment;
-    StreamId stream;
-  };
-  std::vector<Live> blocks;
-  std::mt19937_64 rng(20261123);
-  std::uniform_real_distribution<double> log_size(0.0, std::log(double(max_size)));
-  const std::size_t alignments[] = {16, 16, 16, 256, 512, 1024, 4096};
-  std::uint64_t requested = 0, failures = 0;
-  for (int op = 0; op < ops; ++op) {
-    const bool allocate = blocks.empty() || (blocks.size() < 600 && rng() % 100 < (blocks.size() < 300 ? 60u : 40u));
-    if (op % 5000 == 4999) {
-      a.trim();
-    } else if (allocate) {
-      const auto size = std::max<std::size_t>(1, static_cast<std::size_t>(std::exp(log_size(rng))));
-      const std::size_t alignment = alignments[rng() % std::size(alignments)];
-      const auto stream = static_cast<StreamId>(rng() % 3);
-      void* p = a.allocate(size, alignment, stream);
-      if (p == nullptr) {
-        ASSERT_TRUE(may_fail) << "op " << op;
-        ++failures;
-      } else {
-        ASSERT_EQ(address_of(p) % alignment, 0u);
-        ASSERT_EQ(live.add(p, size, static_cast<std::uint64_t>(op)), "") << "op " << op;
-        blocks.push_back({p, size, alignment, stream});
-        requested += size;
-      }
-    } else {
-      const std::size_t victim = rng() % blocks.size();
-      const Live block = blocks[victim];
-      blocks[victim] = blocks.back();
-      blocks.pop_back();
-      ASSERT_EQ(live.remove(block.p, block.size), "") << "op " << op;
-      a.deallocate(block.p, block.size, block.alignment, block.stream);
-      requested -= block.size;
-    }
-    ASSERT_EQ(a.check_invariants(), "") << "after op " << op;
+  testing::ChurnSettings churn;
+  churn.ops = ops;
+  churn.max_size = max_size;
+  churn.may_fail = may_fail;
+  churn.touchable = upstream->touchable();
+  testing::random_churn(a, churn, [&](int op, const auto&, std::uint64_t requested, const testing::ChurnResult& r) {
     const AllocatorStats s = a.stats();
-    ASSERT_EQ(s.requested_bytes.current, requested);
-    ASSERT_EQ(s.failed_requests, failures);
-    ASSERT_EQ(s.reserved_bytes.current, upstream->stats().bytes.current);
-    ASSERT_LE(s.largest_free_block, s.free_bytes);
-  }
-  for (const Live& block : blocks) {
-    ASSERT_EQ(live.remove(block.p, block.size), "");
-    a.deallocate(block.p, block.size, block.alignment, block.stream);
-  }
-  ASSERT_EQ(a.check_invariants(), "");
+    ASSERT_EQ(s.requested_bytes.current, requested) << "op " << op;
+    ASSERT_EQ(s.failed_requests, r.failures) << "op " << op;
+    ASSERT_EQ(s.reserved_bytes.current, upstream->stats().bytes.current) << "op " << op;
+    ASSERT_LE(s.largest_free_block, s.free_bytes) << "op " << op;
+  });
   a.trim();
   ASSERT_EQ(a.check_invariants(), "");
   // Every block freed and the cache emptied: every segment is one whole free block and goes back.

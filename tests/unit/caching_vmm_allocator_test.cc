@@ -397,79 +397,44 @@ std::uint64_t pages_touched(const std::vector<std::pair<std::uintptr_t, std::uin
 void churn(const std::string& settings, const std::string& memory, std::uint64_t max_size, int ops, bool may_fail) {
   auto upstream = make_upstream(memory);
   CachingVmmAllocator a(vmm_options(settings), *upstream);
-  testing::LiveBlocks live(false);
-  struct Live {
-    void* p;
-    std::size_t size;
-    std::size_t alignment;
-    StreamId stream;
-  };
-  std::vector<Live> blocks;
-  std::mt19937_64 rng(20261123);
-  std::uniform_real_distribution<double> log_size(0.0, std::log(double(max_size)));
-  const std::size_t alignments[] = {16, 16, 16, 256, 512, 1024, 4096, 1 << 21};
-  std::uint64_t requested = 0, failures = 0, peak_live_pages = 0;
-  bool trimmed = false;
-  for (int op = 0; op < ops; ++op) {
-    const bool allocate = blocks.empty() || (blocks.size() < 400 && rng() % 100 < (blocks.size() < 200 ? 60u : 40u));
-    if (op % 2500 == 2499) {
-      a.trim();
-      trimmed = true;
-    } else if (allocate) {
-      const auto size = std::max<std::size_t>(1, static_cast<std::size_t>(std::exp(log_size(rng))));
-      const std::size_t alignment = alignments[rng() % std::size(alignments)];
-      const auto stream = static_cast<StreamId>(rng() % 2);
-      void* p = a.allocate(size, alignment, stream);
-      if (p == nullptr) {
-        ASSERT_TRUE(may_fail) << "op " << op;
-        ++failures;
-      } else {
-        ASSERT_EQ(address_of(p) % alignment, 0u);
-        ASSERT_EQ(live.add(p, size, static_cast<std::uint64_t>(op)), "") << "op " << op;
-        blocks.push_back({p, size, alignment, stream});
-        requested += size;
-      }
-    } else {
-      const std::size_t victim = rng() % blocks.size();
-      const Live block = blocks[victim];
-      blocks[victim] = blocks.back();
-      blocks.pop_back();
-      ASSERT_EQ(live.remove(block.p, block.size), "") << "op " << op;
-      a.deallocate(block.p, block.size, block.alignment, block.stream);
-      requested -= block.size;
-    }
-    ASSERT_EQ(a.check_invariants(), "") << "after op " << op;
-    const AllocatorStats s = a.stats();
-    const VmmMemoryStats v = a.vmm_stats();
-    ASSERT_EQ(s.requested_bytes.current, requested);
-    ASSERT_EQ(s.failed_requests, failures);
-    ASSERT_EQ(testing::reserved_stats_mismatch(s, upstream->stats()), "") << "op " << op;
-    // Pages under the caller's bytes must be physical; the allocator's live pages can only be more.
-    if (op % 64 == 0) {
-      std::vector<std::pair<std::uintptr_t, std::uint64_t>> spans;
-      for (const Live& b : blocks) spans.emplace_back(address_of(b.p), b.size);
-      ASSERT_LE(pages_touched(spans, a.page_size()), v.live_pages) << "op " << op;
-    }
-    // Pages are made only when nothing is idle or unmapped, so without trim or failures the physical
-    // pages are exactly the peak of live pages.
-    peak_live_pages = std::max(peak_live_pages, v.live_pages);
-    if (!trimmed && failures == 0) {
-      ASSERT_EQ(v.physical_pages.current, peak_live_pages) << "op " << op;
-    }
-    ASSERT_EQ(s.largest_free_block, (v.physical_pages.current - v.live_pages) * a.page_size());
-  }
-  for (const Live& block : blocks) {
-    ASSERT_EQ(live.remove(block.p, block.size), "");
-    a.deallocate(block.p, block.size, block.alignment, block.stream);
-  }
-  ASSERT_EQ(a.check_invariants(), "");
+  testing::ChurnSettings churn;
+  churn.ops = ops;
+  churn.max_size = max_size;
+  churn.alignments = {16, 16, 16, 256, 512, 1024, 4096, 1 << 21};
+  churn.streams = 2;
+  churn.max_blocks = 400;
+  churn.trim_every = 2500;
+  churn.may_fail = may_fail;
+  std::uint64_t peak_live_pages = 0;
+  const testing::ChurnResult result = testing::random_churn(
+      a, churn,
+      [&](int op, const std::vector<testing::ChurnBlock>& blocks, std::uint64_t requested, const testing::ChurnResult& r) {
+        const AllocatorStats s = a.stats();
+        const VmmMemoryStats v = a.vmm_stats();
+        ASSERT_EQ(s.requested_bytes.current, requested) << "op " << op;
+        ASSERT_EQ(s.failed_requests, r.failures) << "op " << op;
+        ASSERT_EQ(testing::reserved_stats_mismatch(s, upstream->stats()), "") << "op " << op;
+        // Pages under the caller's bytes must be physical; the allocator's live pages can only be more.
+        if (op % 64 == 0) {
+          std::vector<std::pair<std::uintptr_t, std::uint64_t>> spans;
+          for (const testing::ChurnBlock& b : blocks) spans.emplace_back(address_of(b.p), b.size);
+          ASSERT_LE(pages_touched(spans, a.page_size()), v.live_pages) << "op " << op;
+        }
+        // Pages are made only when nothing is idle or unmapped, so without trim or failures the physical
+        // pages are exactly the peak of live pages.
+        peak_live_pages = std::max(peak_live_pages, v.live_pages);
+        if (!r.trimmed && r.failures == 0) {
+          ASSERT_EQ(v.physical_pages.current, peak_live_pages) << "op " << op;
+        }
+        ASSERT_EQ(s.largest_free_block, (v.physical_pages.current - v.live_pages) * a.page_size());
+      });
   EXPECT_EQ(a.vmm_stats().live_pages, 0u);
   a.trim();
   ASSERT_EQ(a.check_invariants(), "");
   EXPECT_EQ(a.stats().reserved_bytes.current, 0u);
   EXPECT_EQ(upstream->stats().bytes.current, 0u);
   if (may_fail) {
-    EXPECT_GT(failures, 0u) << "the capacity never bit: the test would not cover failures";
+    EXPECT_GT(result.failures, 0u) << "the capacity never bit: the test would not cover failures";
   }
 }
 

@@ -6,12 +6,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "allocators/allocator.h"
 #include "allocators/registry.h"
@@ -170,5 +173,85 @@ class CheckedCalls {
   LiveBlocks live_;
   std::uint64_t next_id_ = 1;
 };
+
+// Random churn for the caching allocators' property tests: allocate (log-uniform sizes up to
+// max_size, mixed alignments and streams) or free a random live block, trim every trim_every ops;
+// after every op the non-overlap model and check_invariants() are checked, then
+// after_op(op, blocks, requested, failures, trimmed) adds the caller's own checks. At the end every
+// block is freed. A failed allocation is allowed only when may_fail.
+struct ChurnSettings {
+  int ops = 40'000;
+  std::uint64_t max_size = 64 << 20;
+  std::vector<std::size_t> alignments = {16, 16, 16, 256, 512, 1024, 4096};
+  StreamId streams = 3;
+  std::size_t max_blocks = 600;  // at most this many live; allocation grows less likely past half
+  int trim_every = 5000;         // 0: never
+  bool may_fail = false;
+  bool touchable = false;        // the blocks may be written (the model fills and checks them)
+};
+struct ChurnBlock {
+  void* p;
+  std::size_t size;
+  std::size_t alignment;
+  StreamId stream;
+};
+struct ChurnResult {
+  std::uint64_t failures = 0;
+  bool trimmed = false;
+};
+
+template <class A, class AfterOp>
+ChurnResult random_churn(A& a, const ChurnSettings& settings, AfterOp&& after_op) {
+  LiveBlocks live(settings.touchable);
+  std::vector<ChurnBlock> blocks;
+  std::mt19937_64 rng(20261123);
+  std::uniform_real_distribution<double> log_size(0.0, std::log(double(settings.max_size)));
+  std::uint64_t requested = 0;
+  ChurnResult result;
+  for (int op = 0; op < settings.ops; ++op) {
+    const bool grow = blocks.size() < settings.max_blocks &&
+                      rng() % 100 < (blocks.size() < settings.max_blocks / 2 ? 60u : 40u);
+    if (settings.trim_every != 0 && op % settings.trim_every == settings.trim_every - 1) {
+      a.trim();
+      result.trimmed = true;
+    } else if (blocks.empty() || grow) {
+      const auto size = std::max<std::size_t>(1, static_cast<std::size_t>(std::exp(log_size(rng))));
+      const std::size_t alignment = settings.alignments[rng() % settings.alignments.size()];
+      const auto stream = static_cast<StreamId>(rng() % settings.streams);
+      void* p = a.allocate(size, alignment, stream);
+      if (p == nullptr) {
+        EXPECT_TRUE(settings.may_fail) << "op " << op;
+        if (!settings.may_fail) return result;
+        ++result.failures;
+      } else {
+        EXPECT_EQ(address_of(p) % alignment, 0u) << "op " << op;
+        const std::string problem = live.add(p, size, static_cast<std::uint64_t>(op));
+        EXPECT_EQ(problem, "") << "op " << op;
+        if (!problem.empty()) return result;
+        blocks.push_back({p, size, alignment, stream});
+        requested += size;
+      }
+    } else {
+      const std::size_t victim = rng() % blocks.size();
+      const ChurnBlock block = blocks[victim];
+      blocks[victim] = blocks.back();
+      blocks.pop_back();
+      EXPECT_EQ(live.remove(block.p, block.size), "") << "op " << op;
+      a.deallocate(block.p, block.size, block.alignment, block.stream);
+      requested -= block.size;
+    }
+    const std::string broken = a.check_invariants();
+    EXPECT_EQ(broken, "") << "after op " << op;
+    if (!broken.empty()) return result;
+    after_op(op, blocks, requested, result);
+    if (::testing::Test::HasFailure()) return result;
+  }
+  for (const ChurnBlock& block : blocks) {
+    EXPECT_EQ(live.remove(block.p, block.size), "");
+    a.deallocate(block.p, block.size, block.alignment, block.stream);
+  }
+  EXPECT_EQ(a.check_invariants(), "");
+  return result;
+}
 
 }  // namespace tiermark::testing
