@@ -27,12 +27,14 @@ import json
 import math
 import os
 import pathlib
+import random
 import re
 import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import tiermark_results  # noqa: E402  (the one loader of the results schema)
@@ -441,6 +443,18 @@ def measured_time(context):
     return stamp.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def retry_while_locked(step, seconds=60):
+    """Runs step(), again after a short random pause while SQLite says the database is locked."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.01, 0.1))
+
+
 def open_history(path, create=True):
     path = pathlib.Path(path)
     if path.is_dir():
@@ -453,10 +467,12 @@ def open_history(path, create=True):
         # front, so two writers queue on busy_timeout instead of deadlocking on lock upgrade).
         connection = sqlite3.connect(str(path), timeout=60, isolation_level=None)
         connection.execute("PRAGMA busy_timeout = 60000")
-        connection.execute("PRAGMA journal_mode = WAL")
+        # Switching a new database to WAL takes an exclusive lock, and SQLite reports a concurrent
+        # opener's lock at once, without its busy handler: retry that step for the same 60 s.
+        retry_while_locked(lambda: connection.execute("PRAGMA journal_mode = WAL"))
         connection.execute("PRAGMA foreign_keys = ON")
         if create:
-            connection.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA_SQL}\nCOMMIT;")
+            retry_while_locked(lambda: connection.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA_SQL}\nCOMMIT;"))
         else:
             tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if not {"runs", "measurements"} <= tables:
