@@ -5,8 +5,10 @@
 #     mimalloc and tcmalloc each in a process of its own), with per-operation latency;
 #  2. the allocator microbenchmarks (bench_allocators), in rounds of separate processes, the system
 #     rows again with each malloc preloaded;
-# then prints the summary tables. Everything goes to results/<date>_<host>_<commit>/: results.json
-# (schema tiermark/1, results/README.md), results.csv, the Google Benchmark JSON and table.txt.
+# then prints the summary tables, draws the plots and writes one self-contained HTML report, whose
+# path is the last line printed. Everything goes to results/<date>_<host>_<commit>/: results.json
+# (schema tiermark/1, results/README.md), results.csv, the Google Benchmark JSON, table.txt, the
+# plots (plots.json, PNG and SVG) and report.html.
 #
 # Environment: TIERMARK_REPETITIONS (replay repetitions, default 3), TIERMARK_ROUNDS (benchmark
 # rounds, default 2), TIERMARK_MIN_TIME seconds per benchmark row (default 0.1).

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "allocators/allocator.h"
+#include "allocators/bits.h"
 #include "allocators/registry.h"
 
 namespace tiermark::testing {
