@@ -11,6 +11,7 @@
 #include "harness/command_options.h"
 #include "harness/replay_command.h"
 #include "harness/system_malloc_runner.h"
+#include "harness/tiers_command.h"
 #include "harness/trace_command.h"
 
 namespace tiermark {
@@ -45,6 +46,7 @@ const std::vector<Command>& commands() {
       {"trace", "generate (gen), convert and inspect (stats) allocation traces", trace_command},
       {"replay", "replay a workload or trace against allocators: throughput, latency, fragmentation", replay_command},
       {"capacity", "find the smallest device capacity at which a workload replays with no failed request", capacity_command},
+      {"tiers", "bandwidth and latency of each memory tier: L1, L2, L3, DRAM and NUMA nodes", tiers_command},
       {"replay-child", "internal: one pass of a system.* replay row in its own process", replay_child_command, true},
   };
   return kCommands;

@@ -17,6 +17,8 @@
 #include <optional>
 #include <string_view>
 
+#include "tiers/topology.h"
+
 namespace tiermark {
 namespace {
 
@@ -155,76 +157,31 @@ Json library_versions() {
   return versions;
 }
 
-class Topology {
- public:
-  Topology() {
-    if (hwloc_topology_init(&topology_) != 0) {
-      topology_ = nullptr;
-    } else if (hwloc_topology_load(topology_) != 0) {
-      hwloc_topology_destroy(topology_);
-      topology_ = nullptr;
-    }
-  }
-  Topology(const Topology&) = delete;
-  Topology& operator=(const Topology&) = delete;
-  ~Topology() {
-    if (topology_ != nullptr) hwloc_topology_destroy(topology_);
-  }
+// The context's view of the hwloc topology (tiers/topology.h reads it): a count that cannot be read
+// is null, and each cache item lists the same keys in the same order whatever hwloc could read.
+Json count(const Topology& topology, hwloc_obj_type_t type) {
+  const std::optional<int> objects = topology.count(type);
+  return objects ? Json(*objects) : Json(nullptr);
+}
 
-  // Objects the process may use: hwloc leaves out PUs outside its allowed cpuset (containers, taskset).
-  Json count(hwloc_obj_type_t type) const {
-    if (topology_ == nullptr) return nullptr;
-    const int objects = hwloc_get_nbobjs_by_type(topology_, type);
-    return objects > 0 ? Json(objects) : Json(nullptr);
-  }
+template <typename T>
+Json optional_json(const std::optional<T>& value) {
+  return value ? Json(*value) : Json(nullptr);
+}
 
-  Json caches() const {
-    Json items = Json::array();
-    if (topology_ == nullptr) return items;
-    constexpr std::array<hwloc_obj_type_t, 3> kLevels = {HWLOC_OBJ_L1CACHE, HWLOC_OBJ_L2CACHE, HWLOC_OBJ_L3CACHE};
-    for (std::size_t level = 0; level < kLevels.size(); ++level) {
-      for (const auto kind : {HWLOC_OBJ_CACHE_DATA, HWLOC_OBJ_CACHE_UNIFIED}) {
-        Json item = {{"level", "L" + std::to_string(level + 1)},
-                     {"type", kind == HWLOC_OBJ_CACHE_DATA ? "data" : "unified"}};
-        int instances = 0;
-        for (hwloc_obj_t cache = hwloc_get_next_obj_by_type(topology_, kLevels[level], nullptr); cache != nullptr;
-             cache = hwloc_get_next_obj_by_type(topology_, kLevels[level], cache)) {
-          if (cache->attr->cache.type != kind) continue;
-          merge(item, describe(cache), instances++ == 0);
-        }
-        if (instances == 0) continue;
-        item["count"] = instances;
-        items.push_back(std::move(item));
-      }
-    }
-    return items;
+Json caches(const Topology& topology) {
+  Json items = Json::array();
+  for (const CacheLevel& cache : topology.caches()) {
+    items.push_back({{"level", "L" + std::to_string(cache.level)},
+                     {"type", cache.data ? "data" : "unified"},
+                     {"size_bytes", optional_json(cache.size_bytes)},
+                     {"line_bytes", optional_json(cache.line_bytes)},
+                     {"associativity", optional_json(cache.associativity)},
+                     {"shared_by_pus", optional_json(cache.shared_by_pus)},
+                     {"count", cache.count}});
   }
-
- private:
-  // hwloc writes 0 for every attribute it could not read.
-  static Json describe(hwloc_obj_t cache) {
-    const auto& attributes = cache->attr->cache;
-    const int pus = cache->cpuset != nullptr ? hwloc_bitmap_weight(cache->cpuset) : -1;
-    return {{"size_bytes", attributes.size > 0 ? Json(attributes.size) : Json(nullptr)},
-            {"line_bytes", attributes.linesize > 0 ? Json(attributes.linesize) : Json(nullptr)},
-            {"associativity", attributes.associativity != 0 ? Json(attributes.associativity) : Json(nullptr)},
-            {"shared_by_pus", pus > 0 ? Json(pus) : Json(nullptr)}};
-  }
-
-  // Caches of one level and type differ on hybrid CPUs (an E-core cluster's L2 is not a P-core's);
-  // a field the instances disagree on is null rather than one instance's value.
-  static void merge(Json& item, const Json& instance, bool first) {
-    for (const auto& [key, value] : instance.items()) {
-      if (first) {
-        item[key] = value;
-      } else if (item[key] != value) {
-        item[key] = nullptr;
-      }
-    }
-  }
-
-  hwloc_topology_t topology_ = nullptr;
-};
+  return items;
+}
 
 Json page_size() {
   const long bytes = sysconf(_SC_PAGESIZE);
@@ -275,10 +232,10 @@ Json run_context() {
   context["host"] = raw_host();
   context["cpu"] = string_or_null(field("/proc/cpuinfo", "model name", ':'));
   context["cpu_mhz"] = cpu_mhz();
-  context["cores"] = topology.count(HWLOC_OBJ_CORE);
-  context["threads"] = topology.count(HWLOC_OBJ_PU);
-  context["numa_nodes"] = topology.count(HWLOC_OBJ_NUMANODE);
-  context["caches"] = topology.caches();
+  context["cores"] = count(topology, HWLOC_OBJ_CORE);
+  context["threads"] = count(topology, HWLOC_OBJ_PU);
+  context["numa_nodes"] = count(topology, HWLOC_OBJ_NUMANODE);
+  context["caches"] = caches(topology);
   context["memory_bytes"] = meminfo_bytes("MemTotal");
   context["memory_available_bytes"] = meminfo_bytes("MemAvailable");
   context["kernel"] = kernel();

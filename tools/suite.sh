@@ -3,7 +3,8 @@
 #  1. `tiermark replay` of the built-in workloads that suit a 2-core machine against every allocator
 #     (tiermark's own, the caching models, the offline planner and the lower bound, and glibc, jemalloc,
 #     mimalloc and tcmalloc each in a process of its own), with per-operation latency;
-#  2. the allocator microbenchmarks (bench_allocators), in rounds of separate processes, the system
+#  2. `tiermark tiers --quick`: bandwidth and latency of each memory tier (tiers.json);
+#  3. the allocator microbenchmarks (bench_allocators), in rounds of separate processes, the system
 #     rows again with each malloc preloaded;
 # then prints the summary tables, draws the plots and writes one self-contained HTML report, whose
 # path is the last line printed. Everything goes to results/<date>_<host>_<commit>/: results.json
@@ -50,6 +51,10 @@ for workload in "${workloads[@]}"; do replay_args+=(--workload "$workload"); don
 echo "replay: ${#workloads[@]} workloads x all allocators, $repetitions repetitions" >&2
 build/release/tiermark replay "${replay_args[@]}" --allocator all --latency --repetitions "$repetitions" --out "$out" \
   | tee "$out/replay_table.txt"
+
+# The memory tiers of this machine (docs/tiers.md): the quick sweep, bandwidth and latency per tier.
+echo "tiers: bandwidth and latency of L1, L2, L3 and DRAM (quick sweep)" >&2
+build/release/tiermark tiers --quick --out "$out" | tee "$out/tiers_table.txt"
 
 preloads=()
 for library in libjemalloc.so.2 libtcmalloc_minimal.so.4 libmimalloc.so.2; do
