@@ -34,46 +34,20 @@ Options pytorch_options(const std::string& settings) {
                       CachingPytorchAllocator::option_specs());
 }
 
-// An allocator on its own simulated device. alloc()/release() check the invariants after every
-// operation and keep an independent model of live blocks (no overlap).
-class Harness {
+// An allocator on its own simulated device; every call checked (testing::AllocatorHarness: the
+// invariants after every operation and an independent model of live blocks, no overlap).
+class Harness : public testing::AllocatorHarness<CachingPytorchAllocator> {
  public:
   explicit Harness(const std::string& settings = "", const std::string& memory = "simulated:capacity=80GiB")
-      : device_(make_upstream(memory)), allocator_(pytorch_options(settings), *device_), calls_(allocator_, device_->touchable()) {}
+      : AllocatorHarness(settings.empty() ? "caching.pytorch" : "caching.pytorch:" + settings, memory) {}
 
-  void* alloc(std::uint64_t size, StreamId stream = 0, std::size_t alignment = kDefaultAlignment) {
-    void* p = calls_.allocate(size, alignment, stream);
-    if (p != nullptr) sizes_[p] = {size, alignment, stream};
-    return p;
-  }
-  // Frees p with the request it was allocated with.
-  void release(void* p) {
-    const auto it = sizes_.find(p);
-    ASSERT_NE(it, sizes_.end());
-    calls_.deallocate(p, it->second.size, it->second.alignment, it->second.stream);
-    sizes_.erase(it);
-  }
-  void trim() { calls_.trim(); }
-
-  CachingPytorchAllocator& a() { return allocator_; }
-  PytorchMemoryStats ms() const { return allocator_.memory_stats(); }
-  std::uint64_t reserved() const { return allocator_.memory_stats().reserved_bytes.current; }
-  std::uint64_t allocated() const { return allocator_.memory_stats().allocated_bytes.current; }
-  std::uint64_t device_allocs() const { return device_->stats().allocs; }
-  std::uint64_t device_frees() const { return device_->stats().frees; }
-  std::uint64_t device_refusals() const { return device_->stats().failed; }
-  std::size_t segments() const { return allocator_.snapshot().size(); }
-
- private:
-  struct Request {
-    std::uint64_t size;
-    std::size_t alignment;
-    StreamId stream;
-  };
-  std::unique_ptr<Upstream> device_;
-  CachingPytorchAllocator allocator_;
-  testing::CheckedCalls<CachingPytorchAllocator> calls_;
-  std::map<void*, Request> sizes_;
+  PytorchMemoryStats ms() const { return a().memory_stats(); }
+  std::uint64_t reserved() const { return a().memory_stats().reserved_bytes.current; }
+  std::uint64_t allocated() const { return a().memory_stats().allocated_bytes.current; }
+  std::uint64_t device_allocs() const { return device().allocs; }
+  std::uint64_t device_frees() const { return device().frees; }
+  std::uint64_t device_refusals() const { return device().failed; }
+  std::size_t segments() const { return a().snapshot().size(); }
 };
 
 // ---- Rounding ----------------------------------------------------------------------------------------

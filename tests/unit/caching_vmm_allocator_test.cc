@@ -36,50 +36,23 @@ Options vmm_options(const std::string& settings) {
                       CachingVmmAllocator::option_specs());
 }
 
-// An allocator on its own simulated device; every call checked through CheckedCalls (invariants after
-// each operation, alignment, no overlap).
-class Harness {
+// An allocator on its own simulated device; every call checked (testing::AllocatorHarness).
+class Harness : public testing::AllocatorHarness<CachingVmmAllocator> {
  public:
   explicit Harness(const std::string& settings = "", const std::string& memory = "simulated:capacity=80GiB")
-      : device_(make_upstream(memory)), allocator_(vmm_options(settings), *device_), calls_(allocator_, false) {}
+      : AllocatorHarness(settings.empty() ? "caching.vmm" : "caching.vmm:" + settings, memory) {}
 
-  void* alloc(std::uint64_t size, StreamId stream = 0, std::size_t alignment = kDefaultAlignment) {
-    void* p = calls_.allocate(size, alignment, stream);
-    if (p != nullptr) sizes_[p] = {size, alignment, stream};
-    return p;
-  }
-  void release(void* p) {
-    const auto it = sizes_.find(p);
-    ASSERT_NE(it, sizes_.end());
-    calls_.deallocate(p, it->second.size, it->second.alignment, it->second.stream);
-    sizes_.erase(it);
-  }
-  void trim() { calls_.trim(); }
-
-  CachingVmmAllocator& a() { return allocator_; }
-  VmmMemoryStats vs() const { return allocator_.vmm_stats(); }
-  AllocatorStats s() const { return allocator_.stats(); }
-  std::uint64_t reserved() const { return allocator_.stats().reserved_bytes.current; }
-  UpstreamStats device() const { return device_->stats(); }
+  VmmMemoryStats vs() const { return a().vmm_stats(); }
+  AllocatorStats s() const { return a().stats(); }
+  std::uint64_t reserved() const { return a().stats().reserved_bytes.current; }
   // Offset of p from the base of the range holding it.
   std::uint64_t offset(void* p) const {
-    for (const auto& range : allocator_.snapshot()) {
+    for (const auto& range : a().snapshot()) {
       if (address_of(p) >= range.address && address_of(p) < range.address + range.size) return address_of(p) - range.address;
     }
     ADD_FAILURE() << "pointer outside every range";
     return 0;
   }
-
- private:
-  struct Request {
-    std::uint64_t size;
-    std::size_t alignment;
-    StreamId stream;
-  };
-  std::unique_ptr<Upstream> device_;
-  CachingVmmAllocator allocator_;
-  testing::CheckedCalls<CachingVmmAllocator> calls_;
-  std::map<void*, Request> sizes_;
 };
 
 TEST(CachingVmm, RangesAreOneAndAnEighthOfTheDeviceInWholePages) {

@@ -175,6 +175,46 @@ class CheckedCalls {
   std::uint64_t next_id_ = 1;
 };
 
+// An allocator of type A on its own upstream (spec `memory`), every call made through CheckedCalls
+// (invariants after each operation, alignment, no overlap); release(p) frees p with the request it
+// was allocated with. Test files derive from it to add their allocator's own accessors.
+template <class A>
+class AllocatorHarness {
+ public:
+  AllocatorHarness(const std::string& allocator_spec, const std::string& memory)
+      : device_(make_upstream(memory)),
+        allocator_(make_options(allocator_spec, A::kName, A::option_specs()), *device_),
+        calls_(allocator_, device_->touchable()) {}
+
+  void* alloc(std::uint64_t size, StreamId stream = 0, std::size_t alignment = kDefaultAlignment) {
+    void* p = calls_.allocate(size, alignment, stream);
+    if (p != nullptr) requests_[p] = {size, alignment, stream};
+    return p;
+  }
+  void release(void* p) {
+    const auto it = requests_.find(p);
+    ASSERT_NE(it, requests_.end());
+    calls_.deallocate(p, it->second.size, it->second.alignment, it->second.stream);
+    requests_.erase(it);
+  }
+  void trim() { calls_.trim(); }
+
+  A& a() { return allocator_; }
+  const A& a() const { return allocator_; }
+  UpstreamStats device() const { return device_->stats(); }
+
+ private:
+  struct Request {
+    std::uint64_t size;
+    std::size_t alignment;
+    StreamId stream;
+  };
+  std::unique_ptr<Upstream> device_;
+  A allocator_;
+  CheckedCalls<A> calls_;
+  std::map<void*, Request> requests_;
+};
+
 // Random churn for the caching allocators' property tests: allocate (log-uniform sizes up to
 // max_size, mixed alignments and streams) or free a random live block, trim every trim_every ops;
 // after every op the non-overlap model and check_invariants() are checked, then
