@@ -25,12 +25,20 @@ def fail(message):
     sys.exit(2)
 
 
+def tiermark_schema(path):
+    """True for a JSON file of tiermark's own schemas (tiermark/1, tiermark-tiers/1, ...)."""
+    try:
+        return str(json.loads(path.read_text()).get("schema", "")).startswith("tiermark")
+    except (OSError, ValueError, AttributeError):
+        return False  # not ours: load_samples reports what is wrong with it
+
+
 def input_files(paths):
     files = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
-            # A results directory also holds tiermark's own results.json (schema tiermark/1).
-            files.extend(sorted(p for p in path.glob("*.json") if p.name != "results.json"))
+            # A results folder also holds tiermark's own files (results.json, tiers.json, ...).
+            files.extend(p for p in sorted(path.glob("*.json")) if not tiermark_schema(p))
         elif path.is_file():
             files.append(path)
         else:
