@@ -1,6 +1,7 @@
 #include "allocators/registry.h"
 
 #include "allocators/allocator_types.h"
+#include "allocators/cuda_upstream.h"
 #include "allocators/host_upstream.h"
 #include "allocators/simulated_upstream.h"
 #include "common/input_error.h"
@@ -34,7 +35,7 @@ std::vector<ComponentInfo> allocator_catalog() {
   return catalog;
 }
 
-std::vector<ComponentInfo> upstream_catalog() { return {info_of<HostUpstream>(), info_of<SimulatedUpstream>()}; }
+std::vector<ComponentInfo> upstream_catalog() { return {info_of<HostUpstream>(), info_of<SimulatedUpstream>(), info_of<CudaUpstream>()}; }
 
 Options make_options(std::string_view spec_text, std::string_view name, std::span<const OptionSpec> declared) {
   const Spec spec = parse_spec(spec_text);
@@ -65,6 +66,7 @@ std::unique_ptr<Upstream> make_upstream(std::string_view spec_text) {
     return std::make_unique<SimulatedUpstream>(
         options_of(spec, SimulatedUpstream::option_specs()));
   }
+  if (spec.name == CudaUpstream::kName) return std::make_unique<CudaUpstream>(options_of(spec, CudaUpstream::option_specs()));
   throw InputError("unknown memory source '" + spec.name + "' (known: " + known_names(upstream_catalog()) + ")");
 }
 

@@ -21,6 +21,7 @@
 #include "harness/command_options.h"
 #include "harness/replay_results.h"
 #include "harness/replay_source.h"
+#include "harness/progress_line.h"
 #include "harness/results_directory.h"
 #include "harness/run_context.h"
 #include "harness/system_malloc_runner.h"
@@ -81,7 +82,17 @@ std::string upstream_spec(const ReplayArgs& a, const FlatTrace& trace) {
     }
     return spec;
   }
-  throw InputError("--memory: unknown value '" + a.memory + "' (known: simulated, host)");
+  if (parse_spec(a.memory).name == "cuda") {
+    // Real device memory: `cuda` or a full spec such as `cuda:device=1,async=true` (tiermark list).
+    std::string spec = a.memory;
+    if (!a.device_capacity.empty()) {
+      const std::optional<std::uint64_t> parsed = parse_size(a.device_capacity);
+      if (!parsed || *parsed == 0) throw InputError("--device-capacity: '" + a.device_capacity + "' is not a size above 0 (e.g. 8GiB)");
+      spec += std::string(spec.find(':') == std::string::npos ? ":" : ",") + "capacity=" + format_size(*parsed);
+    }
+    return spec;
+  }
+  throw InputError("--memory: unknown value '" + a.memory + "' (known: simulated, host, cuda[:device=N,async=true])");
 }
 
 // The runner of one --allocator spec. A system.* row runs in child processes on host memory, whatever
@@ -96,23 +107,6 @@ std::unique_ptr<AllocatorRunner> make_row_runner(const std::string& spec, const 
   }
   return make_runner(spec, trace, settings);
 }
-
-class Progress {
- public:
-  explicit Progress(std::uint64_t total) : total_(total), enabled_(isatty(STDERR_FILENO) == 1) {}
-  void step(const std::string& what) {
-    ++done_;
-    if (!enabled_) return;
-    std::cerr << "\r\033[K[" << done_ << "/" << total_ << "] " << what << std::flush;
-  }
-  ~Progress() {
-    if (enabled_ && done_ != 0) std::cerr << "\r\033[K" << std::flush;
-  }
-
- private:
-  std::uint64_t total_, done_ = 0;
-  bool enabled_;
-};
 
 struct Row {
   std::unique_ptr<AllocatorRunner> runner;
@@ -245,7 +239,7 @@ int run_replay(const ReplayArgs& a, std::ostream& out) {
   std::size_t passes = 0;
   for (const Workload& w : workloads) passes += w.rows.size() * (1 + repetitions);
   std::signal(SIGINT, on_interrupt);
-  Progress progress(passes);
+  ProgressLine progress(passes);
   // The memory pass first: it also shows at once whether an allocator can serve the trace.
   for (Workload& w : workloads) {
     for (Row& row : w.rows) {
@@ -316,7 +310,7 @@ int replay_command(const std::vector<std::string>& args, std::ostream& out) {
       ("format", po::value(&a.format), "the trace file's format: auto (default), csv, tmt, rmm")
       ("allocator", po::value(&a.allocators), "comma list of allocator specs (buddy:min_block=256,caching.pytorch), or all")
       ("device-capacity", po::value(&a.device_capacity), "simulated device size (default 80GiB, or 2x the trace's peak if larger); with --memory host, a cap")
-      ("memory", po::value(&a.memory), "simulated (default: addresses only, never touched) or host (real memory)")
+      ("memory", po::value(&a.memory), "simulated (default: addresses only, never touched), host (real memory) or cuda[:device=N,async=true] (real GPU memory)")
       ("touch", po::value(&a.touch), "none (default), first (a byte per 4 KiB page) or full (every byte) of each block; host only")
       ("repetitions", po::value(&a.repetitions), "throughput repetitions per allocator, interleaved (default 5)")
       ("latency", po::bool_switch(&a.latency), "also time every operation (a separate pass per repetition)")

@@ -25,8 +25,11 @@
 #include "harness/atomic_file.h"
 #include "harness/cli.h"
 #include "harness/command_options.h"
+#include "harness/progress_line.h"
 #include "harness/results_directory.h"
 #include "harness/run_context.h"
+#include "cuda/cuda_runtime.h"
+#include "tiers/accelerator_bandwidth.h"
 #include "tiers/kernels.h"
 #include "tiers/size_sweep.h"
 #include "tiers/tier_measure.h"
@@ -52,6 +55,7 @@ constexpr const char* kByteCounting =
 struct TiersArgs {
   std::string kernels = "read,write,ntwrite,copy,triad,latency";
   std::string sizes, threads, membind, samples, isa, out_dir, json_path;
+  std::string accelerator = "auto";
   bool quick = false;
   std::vector<std::string> command;
 };
@@ -126,6 +130,9 @@ std::vector<std::uint64_t> default_sweep(const Plan& plan, int threads, bool qui
 
 Plan make_plan(const TiersArgs& a, const Topology& topology) {
   Plan plan;
+  if (a.accelerator != "auto" && a.accelerator != "off") {
+    throw InputError("--accelerator: '" + a.accelerator + "' is not auto or off");
+  }
   for (const std::string& name : split_list(a.kernels)) {
     if (name == "latency") {
       plan.latency = true;
@@ -319,25 +326,9 @@ json tiers_json(const Plan& plan, const json& points) {
   return tiers;
 }
 
-class Progress {
- public:
-  explicit Progress(std::size_t total) : total_(total), enabled_(isatty(STDERR_FILENO) == 1) {}
-  void step(const std::string& what) {
-    ++done_;
-    if (enabled_) std::cerr << "\r\033[K[" << done_ << "/" << total_ << "] " << what << std::flush;
-  }
-  ~Progress() {
-    if (enabled_ && done_ != 0) std::cerr << "\r\033[K" << std::flush;
-  }
-
- private:
-  std::size_t total_, done_ = 0;
-  bool enabled_;
-};
-
 // Node-by-node: one thread on the first core of each node with cores, reading memory bound to each
 // node, at the DRAM size; latency with 4 KiB pages likewise.
-json numa_matrix(const Topology& topology, const Plan& plan, Progress& progress) {
+json numa_matrix(const Topology& topology, const Plan& plan, ProgressLine& progress) {
   const std::vector<NumaNode> nodes = topology.numa_nodes();
   const std::vector<Core> cores = topology.cores();
   json matrix = {{"size_bytes", plan.dram_bytes}, {"memory_nodes", json::array()}, {"cpu_nodes", json::array()},
@@ -366,6 +357,66 @@ json numa_matrix(const Topology& topology, const Plan& plan, Progress& progress)
     matrix["latency_ns"].push_back(latency_row);
   }
   return matrix;
+}
+
+// The accelerator tier: every CUDA device, or the one-line reason there is none (the run carries on).
+json accelerator_json(const Topology& topology, bool quick, ProgressLine& progress) {
+  const cuda::Probe probe = cuda::probe();
+  json result = {{"available", probe.unavailable.empty()},
+                 {"runtime_version", probe.runtime_version},
+                 {"driver_version", probe.driver_version},
+                 {"method", "nvbandwidth: copy-engine cudaMemcpyAsync, CUDA-event timed behind a gate, median of trials "
+                            "after a warm-up; bytes counted once per byte copied; pinned host memory on the GPU's NUMA node"},
+                 {"devices", json::array()}};
+  if (!probe.unavailable.empty()) {
+    result["reason"] = probe.unavailable;
+    return result;
+  }
+  AcceleratorSettings settings;
+  if (quick) settings.loops = 4;
+  for (const cuda::Device& device : probe.devices) {
+    progress.step("accelerator " + std::to_string(device.index) + " copies");
+    const std::optional<unsigned> node = Topology::numa_node_of_pci_device(device.pci_bus_id);
+    const auto engine = cuda_copy_engine(device.index);
+    json copies = json::array();
+    for (const CopyBandwidth& c : measure_copies(*engine, settings, &topology, node)) {
+      copies.push_back({{"direction", c.direction},
+                        {"bytes", c.bytes},
+                        {"loops", c.loops},
+                        {"bandwidth_bytes_per_second", c.bytes_per_second.median},
+                        {"best_bytes_per_second", c.bytes_per_second.best},
+                        {"cv", c.bytes_per_second.cv},
+                        {"trial_bytes_per_second", c.trial_bytes_per_second}});
+    }
+    result["devices"].push_back({{"index", device.index},
+                                 {"name", device.name},
+                                 {"pci_bus_id", device.pci_bus_id},
+                                 {"memory_bytes", device.memory_bytes},
+                                 {"compute_capability", std::to_string(device.compute_major) + "." +
+                                                            std::to_string(device.compute_minor)},
+                                 {"numa_node", node ? json(*node) : json(nullptr)},
+                                 {"copies", copies}});
+  }
+  return result;
+}
+
+// One `tiers` item per GPU: device-local copy bandwidth as its bandwidth, every direction keyed
+// "h2d/1", "d2h/1", "d2d/1" (one host thread drives the copies).
+void add_accelerator_tiers(const json& accelerator, json& tiers) {
+  for (const json& device : accelerator["devices"]) {
+    json bandwidth = json::object();
+    json local = nullptr;
+    for (const json& c : device["copies"]) {
+      bandwidth[c["direction"].get<std::string>() + "/1"] = c["bandwidth_bytes_per_second"];
+      if (c["direction"] == "d2d") local = c["bandwidth_bytes_per_second"];
+    }
+    tiers.push_back({{"level", "GPU" + std::to_string(device["index"].get<int>())},
+                     {"size_bytes", device["copies"].empty() ? json(nullptr) : device["copies"][0]["bytes"]},
+                     {"bandwidth_bytes_per_second", local},
+                     {"bandwidth", bandwidth},
+                     {"latency_ns", nullptr},
+                     {"latency_ns_thp", nullptr}});
+  }
 }
 
 std::string gbps(const json& value) {
@@ -412,6 +463,7 @@ void print_summary(const json& document, const Topology& topology, const Plan& p
   for (const Kernel kernel : plan.kernels) out << padded(std::string(kernel_name(kernel)), 9);
   out << "GB/s    latency ns (4 KiB / THP)\n";
   for (const json& tier : document["tiers"]) {
+    if (tier["level"].get<std::string>().rfind("GPU", 0) == 0) continue;  // printed below
     bool first = true;
     for (const int t : plan.threads) {
       const std::string key_read = (plan.kernels.empty() ? std::string("read") : kernel_name(plan.kernels.front())) + "/" +
@@ -429,6 +481,15 @@ void print_summary(const json& document, const Topology& topology, const Plan& p
       if (first && plan.latency) out << "        " << nanoseconds(tier["latency_ns"]) << " / " << nanoseconds(tier["latency_ns_thp"]);
       out << "\n";
       first = false;
+    }
+  }
+  if (document["accelerator"].is_object()) {
+    for (const json& device : document["accelerator"]["devices"]) {
+      out << "\nGPU" << device["index"].get<int>() << " " << device["name"].get<std::string>() << " (NUMA node "
+          << (device["numa_node"].is_null() ? std::string("?") : std::to_string(device["numa_node"].get<unsigned>()))
+          << "), nvbandwidth's method, median of 3, GB/s:";
+      for (const json& c : device["copies"]) out << "  " << c["direction"].get<std::string>() << " " << gbps(c["bandwidth_bytes_per_second"]);
+      out << "\n";
     }
   }
   if (!document["numa_matrix"].is_null()) {
@@ -466,7 +527,8 @@ int run_tiers(const TiersArgs& a, std::ostream& out) {
   }
   const bool several_nodes = topology.numa_nodes().size() > 1;
   if (several_nodes) steps += topology.numa_nodes().size() * topology.numa_nodes().size();
-  Progress progress(steps);
+  const bool accelerator_wanted = a.accelerator == "auto";
+  ProgressLine progress(steps);
 
   json points = json::array();
   if (!plan.kernels.empty()) {
@@ -502,6 +564,15 @@ int run_tiers(const TiersArgs& a, std::ostream& out) {
   }
   json notes = json::array();
   if (!several_nodes) notes.push_back("one NUMA node: no node-by-node matrix");
+  json accelerator = nullptr;
+  if (accelerator_wanted) {
+    accelerator = accelerator_json(topology, a.quick, progress);
+    if (accelerator["available"] == true) {
+      add_accelerator_tiers(accelerator, tiers);
+    } else {
+      notes.push_back("accelerator: " + accelerator["reason"].get<std::string>());
+    }
+  }
   if (!context["sanitizer"].is_null() && context["sanitizer"] != "") {
     notes.push_back("sanitizer build: the numbers measure the instrumented kernels, not the memory");
   }
@@ -513,6 +584,7 @@ int run_tiers(const TiersArgs& a, std::ostream& out) {
                    {"tiers", tiers},
                    {"points", points},
                    {"numa_matrix", matrix},
+                   {"accelerator", accelerator},
                    {"notes", notes}};
   const std::string text = document.dump(1) + "\n";
   AtomicFile file((dir / "tiers.json").string());
@@ -543,6 +615,7 @@ int tiers_command(const std::vector<std::string>& args, std::ostream& out) {
       ("membind", po::value(&a.membind), "bind all memory to this NUMA node (OS index)")
       ("samples", po::value(&a.samples), "kept samples per point after the warm-up (default 10; --quick 5)")
       ("isa", po::value(&a.isa), "avx512, avx2 or sse2 (default: the widest this CPU has)")
+      ("accelerator", po::value(&a.accelerator), "auto (measure every CUDA device, or say there is none) or off")
       ("quick", po::bool_switch(&a.quick), "only each tier's own size: finishes in well under a minute")
       ("out", po::value(&a.out_dir), "results directory (default results/<date>_<host>_<commit>/)")
       ("json", po::value(&a.json_path), "also write the JSON results to this file")

@@ -3,6 +3,8 @@
 #include "tiers/topology.h"
 
 #include <array>
+#include <cctype>
+#include <fstream>
 
 namespace tiermark {
 namespace {
@@ -147,6 +149,31 @@ bool Topology::bind_process_memory_to_node(unsigned os_index) const {
   const bool bound = hwloc_set_membind(topology_, nodes, HWLOC_MEMBIND_BIND, HWLOC_MEMBIND_BYNODESET) == 0;
   hwloc_bitmap_free(nodes);
   return bound;
+}
+
+bool Topology::bind_thread_memory_to_node(std::optional<unsigned> os_index) const {
+  if (topology_ == nullptr) return false;
+  hwloc_bitmap_t nodes = hwloc_bitmap_alloc();
+  int status = 0;
+  if (os_index) {
+    hwloc_bitmap_only(nodes, *os_index);
+    status = hwloc_set_membind(topology_, nodes, HWLOC_MEMBIND_BIND, HWLOC_MEMBIND_THREAD | HWLOC_MEMBIND_BYNODESET);
+  } else {
+    hwloc_bitmap_copy(nodes, hwloc_topology_get_topology_nodeset(topology_));
+    status = hwloc_set_membind(topology_, nodes, HWLOC_MEMBIND_DEFAULT, HWLOC_MEMBIND_THREAD | HWLOC_MEMBIND_BYNODESET);
+  }
+  hwloc_bitmap_free(nodes);
+  return status == 0;
+}
+
+std::optional<unsigned> Topology::numa_node_of_pci_device(const std::string& bus_id) {
+  if (bus_id.empty() || bus_id.find('/') != std::string::npos) return std::nullopt;
+  std::string id;
+  for (const char c : bus_id) id.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  std::ifstream in("/sys/bus/pci/devices/" + id + "/numa_node");
+  int node = -1;
+  if (!(in >> node) || node < 0) return std::nullopt;
+  return static_cast<unsigned>(node);
 }
 
 }  // namespace tiermark

@@ -82,6 +82,13 @@ class Topology {
   bool bind_area_to_node(void* address, std::uint64_t bytes, unsigned os_index) const;
   // Binds the process's future allocations to NUMA node `os_index` (hwloc_set_membind).
   bool bind_process_memory_to_node(unsigned os_index) const;
+  // Binds the calling thread's future allocations to NUMA node `os_index`, or back to the default
+  // policy when nullopt (hwloc_set_membind with HWLOC_MEMBIND_THREAD).
+  bool bind_thread_memory_to_node(std::optional<unsigned> os_index) const;
+  // The NUMA node a PCI device (bus id "0000:65:00.0", any case) is attached to, from the kernel's
+  // /sys/bus/pci/devices/<id>/numa_node, which is where hwloc reads it too; nullopt when the kernel
+  // does not say (-1: a single-node machine, or no such device).
+  static std::optional<unsigned> numa_node_of_pci_device(const std::string& bus_id);
 
  private:
   hwloc_topology_t topology_ = nullptr;

@@ -35,17 +35,11 @@ export TIERMARK_GIT_COMMIT="$commit"  # the commit at build time can be older th
 out="results/$(date -u +%Y-%m-%d)_$(hostname -s)_$commit"
 mkdir -p "$out"
 
-# The default workloads: training and inference of the 2.7B transformer of REFERENCE section 1 (on
-# the simulated 80 GiB device), a small GPT-2 training run, ResNet-50 training, and LLM serving under
-# paged and exact-size KV caches. Each replays in seconds on a 2-core machine.
-workloads=(
-  transformer/cs336-2.7b:steps=2
-  transformer/cs336-2.7b:steps=2,mode=inference
-  transformer/gpt2-small:steps=3,b=4
-  cnn/resnet50:batch=32,steps=2
-  llm-serve/llama2-7b:requests=200,kv=paged
-  llm-serve/llama2-7b:requests=200,kv=exact
-)
+# The standard workloads (tools/standard-workloads.txt, shared with scripts/nightly.py).
+workloads=()
+while read -r line; do
+  case "$line" in ''|'#'*) ;; *) workloads+=("$line") ;; esac
+done < tools/standard-workloads.txt
 replay_args=()
 for workload in "${workloads[@]}"; do replay_args+=(--workload "$workload"); done
 echo "replay: ${#workloads[@]} workloads x all allocators, $repetitions repetitions" >&2

@@ -32,7 +32,7 @@ TEST(Cli, ListJsonNamesEveryAllocatorWithOptionsAndDefaults) {
   EXPECT_EQ(fixed.at("options").at(0).at("default"), "1MiB");
   std::vector<std::string> sources;
   for (const auto& source : json.at("memory_sources")) sources.push_back(source.at("name"));
-  EXPECT_EQ(sources, (std::vector<std::string>{"host", "simulated"}));
+  EXPECT_EQ(sources, (std::vector<std::string>{"host", "simulated", "cuda"}));
 }
 
 TEST(Cli, ListTableShowsAllocatorsAndDefaults) {

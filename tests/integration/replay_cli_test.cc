@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "cuda/cuda_runtime.h"
 #include "tests/integration/cli_runner.h"
 
 namespace {
@@ -445,6 +446,28 @@ TEST(ReplayCli, BadArgumentsGiveOneLineAndExitTwo) {
   EXPECT_EQ(d["workloads"][0]["source"], "trace");
   EXPECT_EQ(d["workloads"][0]["lower_bound_bytes"], 100);
   EXPECT_TRUE(temporary_files(dir).empty());
+}
+
+// --memory cuda: real device memory with a device; without one (this machine kind), one line saying
+// so and exit 2 before any pass, whatever the build.
+TEST(ReplayCli, CudaMemoryReplaysOrSaysThereIsNoDevice) {
+  const ScratchDir scratch;
+  const std::filesystem::path out = scratch.path() / "cuda";
+  const Result r = run("replay --workload " + kSmallWorkload + " --allocator caching.pytorch --repetitions 1 --memory cuda --out " +
+                       out.string());
+  if (!tiermark::cuda::probe().unavailable.empty()) {
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("no CUDA device"), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(out / "results.json"));
+  } else {
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json d = json::parse(slurp(out / "results.json"));
+    EXPECT_EQ(d["runs"][0]["upstream"].get<std::string>().rfind("cuda", 0), 0u);
+  }
+  const Result typo = run("replay --workload " + kSmallWorkload + " --allocator bump --memory cuda:devcie=1 --out " + out.string());
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_NE(typo.err.find("devcie"), std::string::npos) << typo.err;
 }
 
 }  // namespace

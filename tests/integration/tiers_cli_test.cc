@@ -87,6 +87,7 @@ TEST(TiersCliTest, QuickJsonFollowsTheSchema) {
   std::set<std::string> levels;
   for (const json& tier : d["tiers"]) {
     const std::string level = tier["level"];
+    if (level.rfind("GPU", 0) == 0) continue;  // the accelerator tier: checked below
     levels.insert(level);
     EXPECT_GT(tier["bandwidth_bytes_per_second"].get<double>(), 0) << level;
     EXPECT_GT(tier["latency_ns"].get<double>(), 0) << level;
@@ -119,6 +120,48 @@ TEST(TiersCliTest, QuickJsonFollowsTheSchema) {
   } else {
     EXPECT_TRUE(d["numa_matrix"].is_null());
   }
+}
+
+// The accelerator tier: with a CUDA device, one GPU tier per device with all three copy directions;
+// without one (this machine kind: nvcc but no GPU), the run still succeeds and says why in one note.
+TEST(TiersCliTest, AcceleratorIsMeasuredOrItsAbsenceSaid) {
+  const json& d = quick_run();
+  const json& accelerator = d["accelerator"];
+  ASSERT_TRUE(accelerator.is_object()) << d;
+  EXPECT_NE(accelerator["method"].get<std::string>().find("nvbandwidth"), std::string::npos);
+  if (accelerator["available"] == true) {
+    ASSERT_FALSE(accelerator["devices"].empty());
+    for (const json& device : accelerator["devices"]) {
+      std::set<std::string> directions;
+      for (const json& c : device["copies"]) {
+        directions.insert(c["direction"].get<std::string>());
+        EXPECT_GT(c["bandwidth_bytes_per_second"].get<double>(), 0) << c;
+        EXPECT_EQ(c["trial_bytes_per_second"].size(), 3u) << c;
+      }
+      EXPECT_EQ(directions, (std::set<std::string>{"h2d", "d2h", "d2d"}));
+    }
+    int gpu_tiers = 0;
+    for (const json& tier : d["tiers"]) gpu_tiers += tier["level"].get<std::string>().rfind("GPU", 0) == 0;
+    EXPECT_EQ(gpu_tiers, int(accelerator["devices"].size()));
+  } else {
+    const std::string reason = accelerator["reason"];
+    EXPECT_EQ(reason.rfind("no CUDA device", 0), 0u) << reason;
+    EXPECT_EQ(reason.find('\n'), std::string::npos);
+    bool noted = false;
+    for (const json& note : d["notes"]) noted = noted || note.get<std::string>() == "accelerator: " + reason;
+    EXPECT_TRUE(noted) << d["notes"];
+  }
+}
+
+TEST(TiersCliTest, AcceleratorOffLeavesItOut) {
+  const auto dir = scratch("no_accelerator");
+  const Result r = run("tiers --sizes 16KiB --kernels read --threads 1 --samples 1 --accelerator off --json " +
+                       (dir / "t.json").string() + " --out " + (dir / "out").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("note: accelerator"), std::string::npos) << r.out;
+  std::ifstream in(dir / "t.json");
+  EXPECT_TRUE(json::parse(in)["accelerator"].is_null());
+  std::filesystem::remove_all(dir);
 }
 
 TEST(TiersCliTest, TopologyAgreesWithSysfsAndHwlocTools) {
@@ -157,7 +200,8 @@ TEST(TiersCliTest, SizesAndKernelsMakeATinyRun) {
 
 TEST(TiersCliTest, BadOptionsGiveOneLineAndExit2) {
   for (const char* args : {"--kernels read,scale", "--sizes 12XB", "--sizes 0", "--threads 0", "--threads 4096",
-                           "--membind 4096", "--membind x", "--isa neon", "--samples 0", "--no-such-option"}) {
+                           "--membind 4096", "--membind x", "--isa neon", "--samples 0", "--no-such-option",
+                           "--accelerator maybe"}) {
     const Result r = run(std::string("tiers ") + args);
     EXPECT_EQ(r.exit_code, 2) << args;
     EXPECT_EQ(lines(r.err), 1) << args << ": " << r.err;
@@ -170,7 +214,7 @@ TEST(TiersCliTest, BadOptionsGiveOneLineAndExit2) {
 TEST(TiersCliTest, HelpListsTheOptions) {
   const Result r = run("tiers --help");
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* option : {"--kernels", "--sizes", "--threads", "--membind", "--json", "--out", "--quick"}) {
+  for (const char* option : {"--kernels", "--sizes", "--threads", "--membind", "--json", "--out", "--quick", "--accelerator"}) {
     EXPECT_NE(r.out.find(option), std::string::npos) << option;
   }
 }

@@ -392,3 +392,43 @@ def test_run_quick_twice_compares_with_the_first(tmp_path):
     assert len(fingerprints) == 1
     workloads = {row[0] for row in connection.execute("SELECT DISTINCT workload FROM measurements")}
     assert workloads == set(nightly.SUITES["quick"]["workloads"])
+
+
+def _scaled_latency(document, path, factor, add_ns=0.0):
+    """Every repetition's `path` latency (e.g. alloc.max) times `factor` plus `add_ns`."""
+    for run in document["runs"]:
+        for repetition in run["repetitions"]:
+            latency = repetition.get("latency_ns")
+            if latency:
+                side, leaf = path.split(".")
+                latency[side][leaf] = latency[side][leaf] * factor + add_ns
+    return document
+
+
+def test_max_latency_is_gated_only_when_asked(tmp_path):
+    """A run's max is one operation (a preemption on a shared machine): out of the default gate."""
+    slow_max = write(tmp_path / "max.json", _scaled_latency(load(RESULTS), "alloc.max", 3.0, 1000.0))
+    default = run_nightly("compare", RESULTS, slow_max)
+    assert default.returncode == 0, default.stdout + default.stderr
+    gated = run_nightly("compare", RESULTS, slow_max, "--gate-all")
+    assert gated.returncode == 1, gated.stdout + gated.stderr
+    assert {metric for _, metric in regressed_rows(gated.stdout)} == {"latency_ns.alloc.max"}
+
+
+def test_latency_steps_of_the_clock_are_not_regressions(tmp_path):
+    """+20 ns on every p50 (10 -> 30 ns is +200%) stays within the clock-step floor; +40 ns does not."""
+    base = load(RESULTS)
+    medians = [r["latency_ns"]["alloc"]["p50"] for run in base["runs"] for r in run["repetitions"] if r.get("latency_ns")]
+    assert medians, "the fixture has latencies"
+    within = write(tmp_path / "within.json", _scaled_latency(load(RESULTS), "alloc.p50", 1.0, 20.0))
+    result = run_nightly("compare", RESULTS, within)
+    assert result.returncode == 0, result.stdout + result.stderr
+    beyond = write(tmp_path / "beyond.json", _scaled_latency(load(RESULTS), "alloc.p50", 1.0, 40.0 + max(medians)))
+    result = run_nightly("compare", RESULTS, beyond)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert {metric for _, metric in regressed_rows(result.stdout)} == {"latency_ns.alloc.p50"}
+    # Without the floor the same +20 ns is a regression where the repetitions are tight (buddy: 20 ns
+    # in all five, so 20 -> 40 ns separates the samples).
+    floor_off = run_nightly("compare", RESULTS, within, "--latency-floor-ns", "0")
+    assert floor_off.returncode == 1, floor_off.stdout + floor_off.stderr
+    assert ("buddy", "latency_ns.alloc.p50") in regressed_rows(floor_off.stdout)

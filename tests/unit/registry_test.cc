@@ -1,4 +1,5 @@
 #include "allocators/registry.h"
+#include "cuda/cuda_runtime.h"
 
 #include <gtest/gtest.h>
 
@@ -54,9 +55,29 @@ TEST(Registry, BadSpecsGiveOneClearLine) {
   EXPECT_EQ(error_of([&] { make_allocator("bump:chunk=3MiB", *device); }),
             "bump: option chunk='3MiB': must be a power of two of at least 64KiB");
   EXPECT_EQ(error_of([&] { make_allocator("bump/fast", *device); }), "bump: has no presets, but '/fast' was given");
-  EXPECT_EQ(error_of([&] { make_upstream("gpu"); }), "unknown memory source 'gpu' (known: host, simulated)");
+  EXPECT_EQ(error_of([&] { make_upstream("gpu"); }), "unknown memory source 'gpu' (known: host, simulated, cuda)");
   EXPECT_EQ(error_of([&] { make_upstream("simulated:capacity=0"); }), "simulated: option capacity='0': must be positive");
   EXPECT_EQ(error_of([&] { make_upstream("host:numa_node=4096"); }).rfind("host: option numa_node='4096': no such NUMA node", 0), 0u);
+  EXPECT_EQ(error_of([&] { make_upstream("cuda:devcie=1"); }), "cuda: unknown option 'devcie' (known: device, async, capacity)");
+}
+
+// `cuda` over a real device: every allocator can sit on it. Without a device (this machine kind has
+// the toolkit but no GPU), it refuses in one line that says so.
+TEST(Registry, CudaUpstreamServesAnAllocatorOrSaysThereIsNoDevice) {
+  if (!cuda::probe().unavailable.empty()) {
+    const std::string error = error_of([&] { make_upstream("cuda"); });
+    EXPECT_EQ(error.rfind("memory source 'cuda': no CUDA device", 0), 0u) << error;
+    EXPECT_EQ(error.find('\n'), std::string::npos);
+    return;
+  }
+  auto device = make_upstream("cuda:capacity=64MiB");
+  EXPECT_FALSE(device->touchable());
+  auto allocator = make_allocator("caching.pytorch", *device);
+  void* p = allocator->allocate(1 << 20, 256, 0);
+  ASSERT_NE(p, nullptr);
+  allocator->deallocate(p, 1 << 20, 256, 0);
+  auto bump = make_allocator("bump", *device);
+  EXPECT_EQ(bump->allocate(std::size_t{128} << 20, 256, 0), nullptr) << "capacity 64 MiB";
 }
 
 }  // namespace
