@@ -272,6 +272,38 @@ void write_results(const json& document, const std::string& dir, const std::stri
   }
 }
 
+namespace {
+
+// Allocator locality (--memory host --touch full): the first touch of every block each allocator
+// handed out, and the share of those bytes the LLC model still held. Only rows that measured it.
+void print_locality(const std::vector<const json*>& runs, std::ostream& out) {
+  const auto gbps = [](const json& m, const char* key) {
+    return m.contains(key) && m[key].is_number() ? format_fixed(m[key].get<double>() / 1e9, 1) : std::string("-");
+  };
+  bool header = false;
+  char line[200];
+  const char* format = "  %-18s %12s %14s %9s %9s\n";
+  for (const json* run : runs) {
+    const json m = run->value("metrics", json::object());
+    if (!m.contains("touch_bandwidth_bytes_per_second")) continue;
+    if (!header) {
+      out << "  first touch of each block (" << format_size_approx(m["touch_cache_bytes"].get<std::uint64_t>())
+          << " LLC model): GB/s overall, hot and cold blocks, and the share of touched bytes still cached\n";
+      std::snprintf(line, sizeof line, format, "allocator", "touch GB/s", "cache-resident", "hot", "cold");
+      out << line;
+      header = true;
+    }
+    const std::string resident = format_fixed(100 * m["touch_cache_resident_fraction"].get<double>(), 1) + "%";
+    std::snprintf(line, sizeof line, format, run->value("allocator", std::string()).c_str(),
+                  gbps(m, "touch_bandwidth_bytes_per_second").c_str(), resident.c_str(),
+                  gbps(m, "touch_hot_bandwidth_bytes_per_second").c_str(),
+                  gbps(m, "touch_cold_bandwidth_bytes_per_second").c_str());
+    out << line;
+  }
+}
+
+}  // namespace
+
 void print_results_table(const json& document, std::ostream& out) {
   for (const json& workload : document["workloads"]) {
     const std::string name = workload["name"];
@@ -313,6 +345,7 @@ void print_results_table(const json& document, std::ostream& out) {
                     bytes_cell(m, "peak_rss_bytes").c_str(), run->value("note", std::string()).c_str());
       out << line;
     }
+    print_locality(runs, out);
   }
 }
 

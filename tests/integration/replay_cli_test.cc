@@ -448,6 +448,30 @@ TEST(ReplayCli, BadArgumentsGiveOneLineAndExitTwo) {
   EXPECT_TRUE(temporary_files(dir).empty());
 }
 
+// Allocator locality through the CLI: with --memory host --touch full each row reports the first-touch
+// bandwidth and the cache-resident share of touched bytes, in the JSON and in the console table;
+// a caching allocator reuses freed memory (some bytes resident), bump never does.
+TEST(ReplayCli, HostFullTouchReportsLocalityPerAllocator) {
+  const ScratchDir scratch;
+  const std::filesystem::path out = scratch.path() / "locality";
+  const Result r = run("replay --workload " + kSmallWorkload +
+                       " --allocator caching.pytorch,bump --memory host --touch full --repetitions 1 --no-planner --out " +
+                       out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("first touch of each block"), std::string::npos) << r.out;
+  const json d = json::parse(slurp(out / "results.json"));
+  std::map<std::string, json> metrics;
+  for (const json& run : d["runs"]) metrics[run["allocator"]] = run["metrics"];
+  for (const char* allocator : {"caching.pytorch", "bump"}) {
+    const json& m = metrics.at(allocator);
+    EXPECT_GT(m["touched_bytes"].get<double>(), 0) << allocator;
+    EXPECT_GT(m["touch_bandwidth_bytes_per_second"].get<double>(), 0) << allocator;
+    EXPECT_GT(m["touch_cache_bytes"].get<double>(), 0) << allocator;
+  }
+  EXPECT_GT(metrics.at("caching.pytorch")["touch_cache_resident_fraction"].get<double>(),
+            metrics.at("bump")["touch_cache_resident_fraction"].get<double>());
+}
+
 // --memory cuda: real device memory with a device; without one (this machine kind), one line saying
 // so and exit 2 before any pass, whatever the build.
 TEST(ReplayCli, CudaMemoryReplaysOrSaysThereIsNoDevice) {
