@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 
 #include "common/input_error.h"
@@ -33,6 +34,20 @@ void AtomicFile::commit() {
     throw std::runtime_error(path_ + ": cannot rename the temporary file into place: " + std::strerror(errno));
   }
   committed_ = true;
+}
+
+void check_output_file(const std::string& path, const std::string& option) {
+  if (path.empty()) return;
+  const std::filesystem::path file(path);
+  std::error_code error;
+  if (std::filesystem::is_directory(file, error)) throw InputError(option + " " + path + ": is a directory, not a file");
+  const std::filesystem::path parent = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
+  if (!std::filesystem::is_directory(parent, error)) {
+    throw InputError(option + " " + path + ": no such directory " + parent.string());
+  }
+  if (::access(parent.c_str(), W_OK) != 0) {
+    throw InputError(option + " " + path + ": cannot write in " + parent.string() + ": " + std::strerror(errno));
+  }
 }
 
 }  // namespace tiermark

@@ -29,4 +29,9 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+// Checks before a run that `path` can become an AtomicFile, so a bad --json or -o fails at once with
+// exit 2 instead of after minutes of measuring: throws InputError "<option> <path>: <why>" when it is
+// a directory or its directory is missing or unwritable. An empty path passes (the option was not given).
+void check_output_file(const std::string& path, const std::string& option);
+
 }  // namespace tiermark

@@ -17,6 +17,7 @@
 #include "common/size_units.h"
 #include "common/spec.h"
 #include "harness/allocator_list.h"
+#include "harness/atomic_file.h"
 #include "harness/cli.h"
 #include "harness/command_options.h"
 #include "harness/replay_results.h"
@@ -406,6 +407,7 @@ int run_capacity(const CapacityArgs& a, std::ostream& out) {
       notes.push_back(spec + " skipped: " + e.what());
     }
   }
+  check_output_file(a.json_path, "--json");
   const std::filesystem::path dir = results_directory(a.out_dir);
 
   std::optional<std::uint64_t> planner_bytes;

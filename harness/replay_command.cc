@@ -17,6 +17,7 @@
 #include "common/size_units.h"
 #include "common/spec.h"
 #include "harness/allocator_list.h"
+#include "harness/atomic_file.h"
 #include "harness/cli.h"
 #include "harness/command_options.h"
 #include "harness/replay_results.h"
@@ -214,6 +215,7 @@ int run_replay(const ReplayArgs& a, std::ostream& out) {
   for (const std::string& spec : a.workloads) workloads.emplace_back().source = {spec, "", a.format, max_ops};
   for (const std::string& file : a.traces) workloads.emplace_back().source = {"", file, a.format, max_ops};
   for (Workload& w : workloads) prepare(w, a, common, notes);
+  check_output_file(a.json_path, "--json");
   const std::filesystem::path dir = results_directory(a.out_dir);
 
   context["command"] = a.command;

@@ -509,6 +509,7 @@ void print_summary(const json& document, const Topology& topology, const Plan& p
 int run_tiers(const TiersArgs& a, std::ostream& out) {
   const Topology topology;
   const Plan plan = make_plan(a, topology);
+  check_output_file(a.json_path, "--json");
   const std::filesystem::path dir = results_directory(a.out_dir);
   if (plan.settings.membind_node && !topology.bind_process_memory_to_node(*plan.settings.membind_node)) {
     throw std::runtime_error("hwloc_set_membind to node " + std::to_string(*plan.settings.membind_node) + " failed");

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <filesystem>
 #include <iomanip>
+#include <sstream>
+#include <string>
 
 #include "common/input_error.h"
 #include "common/size_units.h"
@@ -133,6 +135,28 @@ std::string capture_library(const po::variables_map& vm) {
   return std::filesystem::absolute(path).string();
 }
 
+// Refuses a command that cannot be started (as execvp would look for it), before any file is touched:
+// exit 2 with one line, like every other bad input.
+void check_runnable(const std::string& program) {
+  const auto runnable = [](const std::filesystem::path& p) {
+    std::error_code error;
+    return std::filesystem::is_regular_file(p, error) && ::access(p.c_str(), X_OK) == 0;
+  };
+  if (program.find('/') != std::string::npos) {
+    if (!runnable(program)) {
+      throw InputError("trace capture: cannot run '" + program + "': " +
+                       (std::filesystem::exists(program) ? "not an executable file" : "no such file"));
+    }
+    return;
+  }
+  const char* path = std::getenv("PATH");
+  std::stringstream directories(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin");
+  for (std::string directory; std::getline(directories, directory, ':');) {
+    if (runnable(std::filesystem::path(directory.empty() ? "." : directory) / program)) return;
+  }
+  throw InputError("trace capture: cannot run '" + program + "': not found on PATH");
+}
+
 // Runs `command` with the capture library preloaded; returns its exit status as a shell reports it
 // (128 + signal number when a signal ended it).
 int run_captured(const std::vector<std::string>& command, const std::string& library, const std::string& output) {
@@ -180,6 +204,7 @@ int capture(const std::vector<std::string>& args, std::ostream& out) {
     throw InputError("trace capture: " + output + ": the capture writes the binary format; name the output .tmt (convert it afterwards)");
   }
   const std::string library = capture_library(vm);
+  check_runnable(command.front());
   const std::string absolute_output = std::filesystem::absolute(output).string();
   std::error_code ignored;
   std::filesystem::remove(absolute_output, ignored);  // so a command that never exits normally leaves no stale trace

@@ -148,7 +148,12 @@ TEST(TraceCli, CaptureRecordsACommandAndPassesItsExitStatusThrough) {
   EXPECT_EQ(run("trace capture -o " + temp("c.csv") + " -- true").exit_code, 2) << "capture writes .tmt only";
   EXPECT_EQ(run("trace capture -o " + trace).exit_code, 2) << "no command";
   EXPECT_EQ(run("trace capture -o " + trace + " --lib /nonexistent.so -- true").exit_code, 2);
-  EXPECT_EQ(run("trace capture -o " + trace + " -- /nonexistent/program").exit_code, 127);
+  // A command that cannot be started is bad input: one line, exit 2, and the earlier trace kept.
+  r = run("trace capture -o " + trace + " -- /nonexistent/program");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("cannot run '/nonexistent/program'"), std::string::npos) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(trace)) << "the trace already written is not lost";
+  EXPECT_EQ(run("trace capture -o " + trace + " -- no-such-program-on-path").exit_code, 2);
 }
 
 TEST(TraceCli, ListShowsGeneratorsWithPresets) {
