@@ -18,6 +18,7 @@
 
 #include "allocators/allocator_types.h"
 #include "allocators/registry.h"
+#include "benchmarks/bench_main.h"
 
 namespace tiermark {
 namespace {
@@ -161,14 +162,7 @@ void register_all() {
 }  // namespace tiermark
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  benchmark::AddCustomContext("tiermark_malloc", tiermark::active_malloc_name());
-  benchmark::AddCustomContext("tiermark_build_type", TIERMARK_BUILD_TYPE);
-  benchmark::AddCustomContext("tiermark_sanitizer", TIERMARK_SANITIZER);
-  if (const char* preload = std::getenv("LD_PRELOAD")) benchmark::AddCustomContext("tiermark_ld_preload", preload);
-  tiermark::register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  std::vector<std::pair<std::string, std::string>> context = {{"tiermark_malloc", tiermark::active_malloc_name()}};
+  if (const char* preload = std::getenv("LD_PRELOAD")) context.emplace_back("tiermark_ld_preload", preload);
+  return tiermark::run_benchmark_main(argc, argv, tiermark::register_all, context);
 }

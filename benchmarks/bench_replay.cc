@@ -37,6 +37,7 @@
 #include "allocators/registry.h"
 #include "replay/flat_trace.h"
 #include "replay/replay_loop.h"
+#include "benchmarks/bench_main.h"
 
 namespace tiermark {
 namespace {
@@ -242,13 +243,5 @@ void register_all() {
 }  // namespace tiermark
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  benchmark::AddCustomContext("tiermark_build_type", TIERMARK_BUILD_TYPE);
-  benchmark::AddCustomContext("tiermark_sanitizer", TIERMARK_SANITIZER);
-  benchmark::AddCustomContext("tiermark_upstream", tiermark::kUpstreamSpec);
-  tiermark::register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return tiermark::run_benchmark_main(argc, argv, tiermark::register_all, {{"tiermark_upstream", tiermark::kUpstreamSpec}});
 }

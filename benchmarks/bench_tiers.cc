@@ -19,6 +19,7 @@
 #include "tiers/size_sweep.h"
 #include "tiers/tier_measure.h"
 #include "tiers/topology.h"
+#include "benchmarks/bench_main.h"
 
 namespace tiermark {
 namespace {
@@ -67,14 +68,8 @@ void register_all() {
 }  // namespace tiermark
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  benchmark::AddCustomContext("tiermark_build_type", TIERMARK_BUILD_TYPE);
-  benchmark::AddCustomContext("tiermark_sanitizer", TIERMARK_SANITIZER);
-  benchmark::AddCustomContext("tiermark_isa", tiermark::isa_name(tiermark::best_isa()));
-  benchmark::AddCustomContext("tiermark_byte_counting", "STREAM: read + written, no write-allocate; copy 16 B, triad 24 B per element");
-  tiermark::register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return tiermark::run_benchmark_main(
+      argc, argv, tiermark::register_all,
+      {{"tiermark_isa", std::string(tiermark::isa_name(tiermark::best_isa()))},
+       {"tiermark_byte_counting", "STREAM: read + written, no write-allocate; copy 16 B, triad 24 B per element"}});
 }

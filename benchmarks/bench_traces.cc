@@ -15,6 +15,7 @@
 #include "workloads/csv_trace.h"
 #include "workloads/trace_recorder.h"
 #include "workloads/workload_generator.h"
+#include "benchmarks/bench_main.h"
 
 namespace tiermark {
 namespace {
@@ -82,11 +83,4 @@ void register_benchmarks() {
 }  // namespace
 }  // namespace tiermark
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  tiermark::register_benchmarks();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return tiermark::run_benchmark_main(argc, argv, tiermark::register_benchmarks); }
