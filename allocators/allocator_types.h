@@ -4,6 +4,7 @@
 
 #include <type_traits>
 
+#include "allocators/broken_overlap_allocator.h"
 #include "allocators/buddy_allocator.h"
 #include "allocators/bump_allocator.h"
 #include "allocators/caching_bfc_allocator.h"
@@ -28,5 +29,10 @@ struct AllocatorTypeList {
 using AllAllocatorTypes = AllocatorTypeList<BumpAllocator, SystemAllocator, BuddyAllocator, FixedPoolAllocator,
                                             SizeClassPoolAllocator, CoalescingPoolAllocator, CachingPytorchAllocator,
                                             CachingBfcAllocator, CachingVmmAllocator>;
+
+// Allocators built for tests of tiermark itself (broken.overlap, a planted fault for stress --verify).
+// The registry builds them by name, but they are kept out of AllAllocatorTypes so that no benchmark,
+// conformance run, replay or `--allocator all` ever takes them for real allocators.
+using TestAllocatorTypes = AllocatorTypeList<BrokenOverlapAllocator>;
 
 }  // namespace tiermark

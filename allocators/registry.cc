@@ -35,6 +35,12 @@ std::vector<ComponentInfo> allocator_catalog() {
   return catalog;
 }
 
+std::vector<ComponentInfo> test_allocator_catalog() {
+  std::vector<ComponentInfo> catalog;
+  TestAllocatorTypes::for_each([&]<class T>(std::type_identity<T>) { catalog.push_back(info_of<T>()); });
+  return catalog;
+}
+
 std::vector<ComponentInfo> upstream_catalog() { return {info_of<HostUpstream>(), info_of<SimulatedUpstream>(), info_of<CudaUpstream>()}; }
 
 Options make_options(std::string_view spec_text, std::string_view name, std::span<const OptionSpec> declared) {
@@ -46,11 +52,13 @@ Options make_options(std::string_view spec_text, std::string_view name, std::spa
 std::unique_ptr<Allocator> make_allocator(std::string_view spec_text, Upstream& upstream) {
   const Spec spec = parse_spec(spec_text);
   std::unique_ptr<Allocator> made;
-  AllAllocatorTypes::for_each([&]<class T>(std::type_identity<T>) {
+  const auto build = [&]<class T>(std::type_identity<T>) {
     if (made == nullptr && spec.name == T::kName) {
       made = std::make_unique<AllocatorAdapter<T>>(options_of(spec, T::option_specs()), upstream);
     }
-  });
+  };
+  AllAllocatorTypes::for_each(build);
+  TestAllocatorTypes::for_each(build);
   if (made == nullptr) {
     throw InputError("unknown allocator '" + spec.name + "' (known: " + known_names(allocator_catalog()) + ")");
   }

@@ -25,9 +25,13 @@ struct ComponentInfo {
 };
 
 std::vector<ComponentInfo> allocator_catalog();
+// The allocators built for tests of tiermark itself (TestAllocatorTypes: broken.overlap). make_allocator
+// builds them, but they are in no other list: `tiermark list` shows them apart, marked test-only.
+std::vector<ComponentInfo> test_allocator_catalog();
 std::vector<ComponentInfo> upstream_catalog();
 
-// Throws InputError for an unknown name (listing the known ones), an unknown option or a bad value.
+// Throws InputError for an unknown name (listing the known ones, not the test-only ones), an unknown
+// option or a bad value.
 std::unique_ptr<Allocator> make_allocator(std::string_view spec, Upstream& upstream);
 std::unique_ptr<Upstream> make_upstream(std::string_view spec);
 

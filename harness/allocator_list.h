@@ -10,7 +10,8 @@
 namespace tiermark {
 
 // Every registered allocator but `system` (the process's own malloc: it cannot sit on a simulated
-// device, and the system.* rows measure malloc implementations in their own processes).
+// device, and the system.* rows measure malloc implementations in their own processes); never a
+// test-only allocator (broken.overlap: registry.h's test_allocator_catalog(), not allocator_catalog()).
 std::vector<std::string> all_allocators();
 
 // The specs `list` names: all_allocators() for "all", else the comma list split into specs.

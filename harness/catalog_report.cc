@@ -66,11 +66,22 @@ nlohmann::ordered_json catalog_json() {
   for (const ComponentInfo& info : upstream_catalog()) out["memory_sources"].push_back(component_json(info));
   out["workloads"] = nlohmann::ordered_json::array();
   for (const GeneratorInfo& info : generator_catalog()) out["workloads"].push_back(generator_json(info));
+  // Allocators built for tests of tiermark itself (broken.overlap): listed apart and marked, in no
+  // `--allocator all`.
+  out["test_allocators"] = nlohmann::ordered_json::array();
+  for (const ComponentInfo& info : test_allocator_catalog()) {
+    nlohmann::ordered_json item = component_json(info);
+    item["test_only"] = true;
+    out["test_allocators"].push_back(std::move(item));
+  }
   return out;
 }
 
 void print_catalog(std::ostream& out) {
   print_components(out, "Allocators (configure as NAME:key=value,...):", allocator_catalog());
+  out << "\n";
+  print_components(out, "Test-only allocators (planted faults for testing tiermark's own checks; never in --allocator all):",
+                   test_allocator_catalog());
   out << "\n";
   print_components(out, "Memory sources the allocators sit on:", upstream_catalog());
   out << "\nWorkload generators (configure as NAME[/PRESET]:key=value,...; `tiermark trace gen SPEC -o FILE`):\n";

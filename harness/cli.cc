@@ -10,6 +10,7 @@
 #include "harness/catalog_report.h"
 #include "harness/command_options.h"
 #include "harness/replay_command.h"
+#include "harness/stress_command.h"
 #include "harness/system_malloc_runner.h"
 #include "harness/tiers_command.h"
 #include "harness/trace_command.h"
@@ -28,7 +29,7 @@ struct Command {
 
 int list_command(const std::vector<std::string>& args, std::ostream& out) {
   po::options_description options("tiermark list");
-  options.add_options()("json", "print JSON: {\"allocators\": [...], \"memory_sources\": [...], \"workloads\": [...]}")("help,h", "show this help");
+  options.add_options()("json", "print JSON: {\"allocators\": [...], \"memory_sources\": [...], \"workloads\": [...], \"test_allocators\": [...]}")("help,h", "show this help");
   const po::variables_map vm = parse_command_options("list", options, args);
   if (vm.count("help") != 0) {
     out << "usage: tiermark list [--json]\n" << options;
@@ -46,8 +47,10 @@ const std::vector<Command>& commands() {
       {"trace", "generate (gen), convert and inspect (stats) allocation traces", trace_command},
       {"replay", "replay a workload or trace against allocators: throughput, latency, fragmentation", replay_command},
       {"capacity", "find the smallest device capacity at which a workload replays with no failed request", capacity_command},
+      {"stress", "multi-threaded stress of allocators: random churn or mimalloc-bench kernels, verified blocks, OOM storms, soak growth gate", stress_command},
       {"tiers", "bandwidth and latency of each memory tier: L1, L2, L3, DRAM and NUMA nodes", tiers_command},
       {"replay-child", "internal: one pass of a system.* replay row in its own process", replay_child_command, true},
+      {"stress-child", "internal: a system.* stress row in its own process", stress_child_command, true},
   };
   return kCommands;
 }

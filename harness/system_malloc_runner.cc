@@ -6,20 +6,10 @@
 //    "ops": N, "rss_before_pass_bytes": B, "peak_rss_bytes": B, "page_faults": N,
 //    "result": {...RepetitionResult...} | "memory": {...MemoryObservation...}}
 //
-// Why VmHWM and not getrusage's ru_maxrss for the peak: on Linux a child's ru_maxrss starts at the
-// high-water mark of the process it was spawned from (exec keeps the old address space's maximum in
-// the signal struct), so a 1.5 MB child of a 500 MB parent reports 500 MB (measured on Debian 12,
-// kernel 6.1, with posix_spawn). VmHWM in /proc/self/status is the child's own address space only,
-// and writing "5" to /proc/self/clear_refs resets it to the current RSS (proc(5)), which the child
-// does just before the pass so that the trace generator's transient memory is not counted.
+// The child process itself, the library table and VmHWM (why not ru_maxrss) are malloc_child.h's.
 #include "harness/system_malloc_runner.h"
 
-#include <dlfcn.h>
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <boost/program_options.hpp>
 #include <cerrno>
@@ -37,50 +27,13 @@
 #include "common/spec.h"
 #include "harness/cli.h"
 #include "harness/command_options.h"
+#include "harness/malloc_child.h"
 #include "harness/trace_files.h"
-
-extern char** environ;
 
 namespace tiermark {
 namespace {
 
 using json = nlohmann::json;
-
-struct MallocLibrary {
-  std::string_view spec;     // system.jemalloc
-  std::string_view malloc;   // what active_malloc_name() says when it serves the process
-  std::string_view file;     // "" for glibc: nothing is preloaded
-  std::string_view package;  // the Debian package with `file` (tools/install-deps.sh installs them)
-};
-
-// tcmalloc is gperftools' minimal build (no heap profiler), as tools/suite.sh preloads it.
-constexpr MallocLibrary kLibraries[] = {
-    {"system.glibc", "glibc", "", ""},
-    {"system.jemalloc", "jemalloc", "libjemalloc.so.2", "libjemalloc2"},
-    {"system.mimalloc", "mimalloc", "libmimalloc.so.2", "libmimalloc2.0"},
-    {"system.tcmalloc", "tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"},
-};
-
-const MallocLibrary* library_of(std::string_view name) {
-  for (const MallocLibrary& library : kLibraries) {
-    if (library.spec == name) return &library;
-  }
-  return nullptr;
-}
-
-// The value of "<key>: <n> kB" in a /proc file (/proc/meminfo, /proc/self/status), in bytes.
-std::optional<std::uint64_t> proc_kib_field(const char* path, std::string_view key) {
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    if (!line.starts_with(key) || line.size() <= key.size() || line[key.size()] != ':') continue;
-    std::istringstream rest(line.substr(key.size() + 1));
-    std::uint64_t kib = 0;
-    std::string unit;
-    if (rest >> kib >> unit && unit == "kB") return kib * 1024;
-    return std::nullopt;
-  }
-  return std::nullopt;
-}
 
 // --- JSON of the results a child sends (an exact round trip: integers stay integers, doubles are
 // printed with enough digits to be read back unchanged). ---
@@ -210,72 +163,11 @@ MemoryObservation memory_from(const json& j) {
 
 // --- The parent side. ---
 
-// "exited with status 2", "was killed by signal 11 (Segmentation fault)".
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) {
-    const int signal = WTERMSIG(status);
-    return "was killed by signal " + std::to_string(signal) + " (" + strsignal(signal) + ")";
-  }
-  return "ended with wait status " + std::to_string(status);
-}
-
-// Runs `args` as `/proc/self/exe args...` with LD_PRELOAD = `preload` (unset when empty) and returns
-// what it printed on stdout; stderr is this process's. Throws PassFailure unless it exits with 0.
-std::string run_child(const std::vector<std::string>& args, const std::string& preload) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (!std::string_view(*e).starts_with("LD_PRELOAD=")) env.emplace_back(*e);
-  }
-  if (!preload.empty()) env.push_back("LD_PRELOAD=" + preload);
-  std::vector<char*> envp, argv;
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::string argv0 = "tiermark";
-  argv.push_back(argv0.data());
-  std::vector<std::string> owned = args;
-  for (std::string& a : owned) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) throw PassFailure(std::string("cannot create a pipe: ") + std::strerror(errno));
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);  // dup2 clears close-on-exec
-  pid_t pid = 0;
-  // /proc/self/exe rather than its resolved path: the very binary running now, even if rebuilt since.
-  const int spawn_error = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  close(fds[1]);
-  if (spawn_error != 0) {
-    close(fds[0]);
-    throw PassFailure(std::string("cannot start the child process: ") + std::strerror(spawn_error));
-  }
-  std::string output;
-  char buffer[65536];
-  for (;;) {
-    const ssize_t n = read(fds[0], buffer, sizeof buffer);
-    if (n > 0) {
-      output.append(buffer, static_cast<std::size_t>(n));
-    } else if (n == 0 || errno != EINTR) {
-      break;
-    }
-  }
-  close(fds[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw PassFailure(std::string("cannot wait for the child process: ") + std::strerror(errno));
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw PassFailure("child process " + describe_status(status));
-  return output;
-}
-
 class SystemMallocRunner final : public AllocatorRunner {
  public:
-  SystemMallocRunner(const MallocLibrary& library, std::string preload, const ReplaySource& source,
-                     const FlatTrace& trace, const ReplaySettings& settings)
-      : library_(library), preload_(std::move(preload)), trace_(trace) {
-    args_ = {"replay-child", "--malloc", std::string(library.malloc)};
+  SystemMallocRunner(SystemMalloc library, const ReplaySource& source, const FlatTrace& trace, const ReplaySettings& settings)
+      : library_(std::move(library)), trace_(trace) {
+    args_ = {"replay-child", "--malloc", library_.malloc};
     if (!source.workload.empty()) {
       args_.insert(args_.end(), {"--workload", source.workload});
     } else {
@@ -310,15 +202,15 @@ class SystemMallocRunner final : public AllocatorRunner {
   std::vector<std::pair<std::string, std::string>> facts() const override {
     return {{"memory", "host"},
             {"upstream", "host"},
-            {"library", preload_.empty() ? malloc_object_ : preload_},
-            {"malloc", std::string(library_.malloc)}};
+            {"library", library_.preload.empty() ? malloc_object_ : library_.preload},
+            {"malloc", library_.malloc}};
   }
 
  private:
   json run_pass(const std::string& pass) {
     std::vector<std::string> args = args_;
     args.insert(args.end(), {"--pass", pass});
-    const std::string output = run_child(args, preload_);
+    const std::string output = run_malloc_child(args, library_.preload);
     try {
       json j = json::parse(output);
       if (j.at("pass").get<std::string>() != pass) throw PassFailure("the child ran another pass");
@@ -333,8 +225,7 @@ class SystemMallocRunner final : public AllocatorRunner {
     }
   }
 
-  const MallocLibrary& library_;
-  std::string preload_;  // the library file, "" for glibc
+  const SystemMalloc library_;
   const FlatTrace& trace_;
   std::vector<std::string> args_;
   std::string config_;  // the rows take no options
@@ -353,24 +244,12 @@ std::uint64_t page_faults_so_far() {
   return static_cast<std::uint64_t>(usage.ru_minflt) + static_cast<std::uint64_t>(usage.ru_majflt);
 }
 
-// The object that defines the malloc this process calls, as the dynamic linker found it.
-std::string malloc_object() {
-  Dl_info info{};
-  void* symbol = dlsym(RTLD_DEFAULT, "malloc");
-  if (symbol == nullptr || dladdr(symbol, &info) == 0 || info.dli_fname == nullptr) return "unknown";
-  return info.dli_fname;
-}
-
 int run_child_pass(const ChildArgs& a, std::ostream& out) {
   if (a.pass != "throughput" && a.pass != "latency" && a.pass != "memory") {
     throw InputError("replay-child: --pass must be throughput, latency or memory, not '" + a.pass + "'");
   }
   // Before anything is replayed: a library that was not preloaded must not be measured as itself.
-  const std::string active = active_malloc_name();
-  if (active != a.malloc) {
-    throw InputError("replay-child: malloc here is " + active + ", not " + a.malloc + " (LD_PRELOAD='" +
-                     (std::getenv("LD_PRELOAD") != nullptr ? std::getenv("LD_PRELOAD") : "") + "')");
-  }
+  require_active_malloc("replay-child", a.malloc);
   const FlatTrace trace = load_flat_trace({a.workload, a.trace, a.format});
   ReplaySettings settings;
   settings.upstream_spec = "host";
@@ -381,12 +260,9 @@ int run_child_pass(const ChildArgs& a, std::ostream& out) {
 
   // The flattened trace and the runner's slot table stay in this process during the pass: they are
   // rss_before_pass_bytes, and part of peak_rss_bytes.
-  const bool peak_reset = [] {
-    std::ofstream clear("/proc/self/clear_refs");
-    return static_cast<bool>(clear << "5" << std::flush);
-  }();
+  const bool peak_reset = reset_peak_rss();
   const std::optional<std::uint64_t> rss_before = proc_kib_field("/proc/self/status", "VmRSS");
-  json j = {{"pass", a.pass}, {"malloc_library", active}, {"malloc_object", malloc_object()}, {"ops", trace.events}};
+  json j = {{"pass", a.pass}, {"malloc_library", a.malloc}, {"malloc_object", malloc_object()}, {"ops", trace.events}};
   const std::uint64_t faults_before = page_faults_so_far();
   if (a.pass == "memory") {
     j["memory"] = memory_json(runner->observe_memory());
@@ -404,65 +280,18 @@ int run_child_pass(const ChildArgs& a, std::ostream& out) {
 
 }  // namespace
 
-std::vector<std::string> system_malloc_specs() {
-  std::vector<std::string> out;
-  for (const MallocLibrary& library : kLibraries) out.emplace_back(library.spec);
-  return out;
-}
-
-bool is_system_malloc_spec(std::string_view spec) { return spec.starts_with("system."); }
-
-std::optional<std::string> find_malloc_library(std::string_view file_name) {
-  std::vector<std::string> dirs;
-  if (const char* override_dirs = std::getenv("TIERMARK_MALLOC_LIBRARY_DIRS"); override_dirs != nullptr) {
-    std::istringstream in(override_dirs);
-    for (std::string dir; std::getline(in, dir, ':');) {
-      if (!dir.empty()) dirs.push_back(dir);
-    }
-  } else {
-    // CMake's CMAKE_LIBRARY_ARCHITECTURE, the multiarch tuple (x86_64-linux-gnu) on Debian.
-    const std::string arch = TIERMARK_LIBRARY_ARCHITECTURE;
-    if (!arch.empty()) dirs = {"/usr/lib/" + arch, "/lib/" + arch};
-    dirs.insert(dirs.end(), {"/usr/local/lib", "/usr/lib", "/lib", "/usr/lib64", "/lib64"});
-  }
-  for (const std::string& dir : dirs) {
-    const std::filesystem::path path = std::filesystem::path(dir) / file_name;
-    std::error_code ec;
-    if (std::filesystem::is_regular_file(path, ec) && access(path.c_str(), R_OK) == 0) return path.string();
-  }
-  return std::nullopt;
-}
-
 std::unique_ptr<AllocatorRunner> make_system_malloc_runner(std::string_view spec, const ReplaySource& source,
                                                            const FlatTrace& trace, const ReplaySettings& settings) {
-  const Spec parsed = parse_spec(spec);
-  const MallocLibrary* library = library_of(parsed.name);
-  if (library == nullptr) {
-    std::string known;
-    for (const MallocLibrary& l : kLibraries) known += (known.empty() ? "" : ", ") + std::string(l.spec);
-    throw InputError("unknown system allocator '" + parsed.name + "' (known: " + known + ")");
-  }
-  if (!parsed.preset.empty() || !parsed.settings.empty()) {
-    throw InputError(parsed.name + " takes no options: '" + std::string(spec) + "'");
-  }
-  std::string preload;
-  if (!library->file.empty()) {
-    const std::optional<std::string> path = find_malloc_library(library->file);
-    if (!path) {
-      throw MallocLibraryMissing(std::string(library->file) + " not found (apt-get install " +
-                                 std::string(library->package) + ")");
-    }
-    preload = *path;
-  }
+  SystemMalloc library = resolve_system_malloc(spec);
   // The child replays on real memory whatever --memory says; half of MemAvailable leaves room for the
   // child's own copy of the trace, this process and the allocator's overhead.
   if (const std::optional<std::uint64_t> available = proc_kib_field("/proc/meminfo", "MemAvailable");
       available && trace.peak_requested_bytes > *available / 2) {
-    throw InputError(parsed.name + " replays on host memory: " + trace.name + " needs " +
+    throw InputError(library.spec + " replays on host memory: " + trace.name + " needs " +
                      format_size_approx(trace.peak_requested_bytes) + " live at its peak, more than half of the " +
                      format_size_approx(*available) + " this host has available");
   }
-  return std::make_unique<SystemMallocRunner>(*library, std::move(preload), source, trace, settings);
+  return std::make_unique<SystemMallocRunner>(std::move(library), source, trace, settings);
 }
 
 int replay_child_command(const std::vector<std::string>& args, std::ostream& out) {

@@ -7,6 +7,9 @@
 // Besides the usual metrics the child measures itself: peak_rss_bytes, page_faults and
 // rss_before_pass_bytes (docs/replay-system-allocators.md).
 //
+// The library table, the child process and what a child measures of itself are malloc_child.h's,
+// shared with `tiermark stress`.
+//
 // Invariants: the child checks that the malloc it was meant to run is the one serving it before it
 // replays anything; its trace must have the parent's op count; a child that crashes, exits non-zero
 // or prints something other than the expected JSON makes the pass throw PassFailure (the row fails
@@ -21,28 +24,12 @@
 #include <string_view>
 #include <vector>
 
+#include "harness/malloc_child.h"
 #include "replay/flat_trace.h"
 #include "harness/replay_source.h"
 #include "replay/replay_runner.h"
 
 namespace tiermark {
-
-// A system.* row whose library is not installed: it is skipped with this note (naming the file and
-// the Debian package), even when named explicitly, and the run goes on.
-class MallocLibraryMissing : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-// The system.* row names, in the order `--allocator all` runs them.
-std::vector<std::string> system_malloc_specs();
-bool is_system_malloc_spec(std::string_view spec);
-
-// The file of shared library `file_name` (`libjemalloc.so.2`): the first directory holding it of
-// TIERMARK_MALLOC_LIBRARY_DIRS (a colon list, which replaces the default search when set: tests use
-// it to simulate a missing library) or else the multiarch and plain library directories of this
-// system (/usr/lib/x86_64-linux-gnu, /lib/..., /usr/local/lib, /usr/lib, /usr/lib64).
-std::optional<std::string> find_malloc_library(std::string_view file_name);
 
 // The runner of system.* row `spec` for `trace`, which was read from `source`; the trace must outlive
 // it. `settings` gives touch and sample_every; the upstream is always the host's memory. Throws
