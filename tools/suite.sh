@@ -4,7 +4,8 @@
 #     (tiermark's own, the caching models, the offline planner and the lower bound, and glibc, jemalloc,
 #     mimalloc and tcmalloc each in a process of its own), with per-operation latency;
 #  2. `tiermark tiers --quick`: bandwidth and latency of each memory tier (tiers.json);
-#  3. the allocator microbenchmarks (bench_allocators), in rounds of separate processes, the system
+#  3. `tiermark stress --allocator all --verify`: 2 s of verified two-thread churn per allocator (stress.json);
+#  4. the allocator microbenchmarks (bench_allocators), in rounds of separate processes, the system
 #     rows again with each malloc preloaded;
 # then prints the summary tables, draws the plots and writes one self-contained HTML report, whose
 # path is the last line printed. Everything goes to results/<date>_<host>_<commit>/: results.json
@@ -50,6 +51,14 @@ build/release/tiermark replay "${replay_args[@]}" --allocator all --latency --re
 echo "tiers: bandwidth and latency of L1, L2, L3 and DRAM (quick sweep)" >&2
 build/release/tiermark tiers --quick --out "$out" | tee "$out/tiers_table.txt"
 
+# Verified stress of every allocator (docs/stress.md): two threads of random churn for 2 s each, every
+# block's contents and non-overlap checked. A corruption or a failed growth gate makes the main job
+# exit 1 at the end, after the report is written.
+echo "stress: every allocator, 2 threads, verified churn" >&2
+stress_status=0
+build/release/tiermark stress --allocator all --threads 2 --seconds 2 --verify --out "$out" | tee "$out/stress_table.txt" ||
+  stress_status=$?
+
 preloads=()
 for library in libjemalloc.so.2 libtcmalloc_minimal.so.4 libmimalloc.so.2; do
   path=$(ldconfig -p | awk -v lib="$library" '$1 == lib {print $NF; exit}')
@@ -77,3 +86,4 @@ echo "results: $out/results.json" >&2
 scripts/plot.py "$out"
 python3 scripts/report.py "$out" -o "$out/report.html" >/dev/null
 echo "report: $out/report.html"
+exit "$stress_status"
