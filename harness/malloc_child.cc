@@ -1,4 +1,5 @@
 #include "harness/malloc_child.h"
+#include "harness/proc_files.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -168,19 +169,6 @@ std::string malloc_object() {
   void* symbol = dlsym(RTLD_DEFAULT, "malloc");
   if (symbol == nullptr || dladdr(symbol, &info) == 0 || info.dli_fname == nullptr) return "unknown";
   return info.dli_fname;
-}
-
-std::optional<std::uint64_t> proc_kib_field(const char* path, std::string_view key) {
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    if (!line.starts_with(key) || line.size() <= key.size() || line[key.size()] != ':') continue;
-    std::istringstream rest(line.substr(key.size() + 1));
-    std::uint64_t kib = 0;
-    std::string unit;
-    if (rest >> kib >> unit && unit == "kB") return kib * 1024;
-    return std::nullopt;
-  }
-  return std::nullopt;
 }
 
 bool reset_peak_rss() {

@@ -59,8 +59,6 @@ std::string run_malloc_child(const std::vector<std::string>& args, const std::st
 void require_active_malloc(std::string_view command, const std::string& expected);
 // The object that defines the malloc this process calls, as the dynamic linker found it.
 std::string malloc_object();
-// The value of "<key>: <n> kB" in a /proc file (/proc/meminfo, /proc/self/status), in bytes.
-std::optional<std::uint64_t> proc_kib_field(const char* path, std::string_view key);
 // Resets VmHWM to the current RSS; false when the kernel has no /proc/self/clear_refs.
 bool reset_peak_rss();
 

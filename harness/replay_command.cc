@@ -22,6 +22,7 @@
 #include "harness/command_options.h"
 #include "harness/replay_results.h"
 #include "harness/replay_source.h"
+#include "harness/proc_files.h"
 #include "harness/progress_line.h"
 #include "harness/results_directory.h"
 #include "harness/run_context.h"
@@ -73,9 +74,7 @@ std::string upstream_spec(const ReplayArgs& a, const FlatTrace& trace) {
       if (!parsed || *parsed == 0) throw InputError("--device-capacity: '" + a.device_capacity + "' is not a size above 0 (e.g. 8GiB)");
       spec += ":capacity=" + format_size(*parsed);
     }
-    const long pages = sysconf(_SC_AVPHYS_PAGES);
-    const long page = sysconf(_SC_PAGESIZE);
-    const std::uint64_t available = pages > 0 && page > 0 ? std::uint64_t(pages) * std::uint64_t(page) : 0;
+    const std::uint64_t available = available_memory_bytes().value_or(0);
     if (available != 0 && trace.peak_requested_bytes > available) {
       throw InputError("--memory host: " + trace.name + " needs " + format_size_approx(trace.peak_requested_bytes) +
                        " live at its peak, more than the " + format_size_approx(available) +

@@ -1,8 +1,7 @@
 #include "harness/replay_source.h"
 
-#include <unistd.h>
-
 #include "common/input_error.h"
+#include "harness/proc_files.h"
 #include "harness/trace_files.h"
 #include "workloads/workload_generator.h"
 
@@ -11,10 +10,9 @@ namespace tiermark {
 namespace {
 
 std::uint64_t default_max_ops() {
-  const long pages = sysconf(_SC_AVPHYS_PAGES);
-  const long page = sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page <= 0) return std::uint64_t{1} << 24;  // 16 Mi ops (384 MiB) when unknown
-  return std::uint64_t(pages) * std::uint64_t(page) / 4 / sizeof(ReplayOp);
+  const std::optional<std::uint64_t> available = available_memory_bytes();
+  if (!available) return std::uint64_t{1} << 24;  // 16 Mi ops (384 MiB) when unknown
+  return *available / 4 / sizeof(ReplayOp);
 }
 
 }  // namespace

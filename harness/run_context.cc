@@ -2,6 +2,7 @@
 // the version macros of the compiler and libraries tiermark was built with). A missing or unreadable
 // source gives null, so a result never carries a plausible-looking default.
 #include "harness/run_context.h"
+#include "harness/proc_files.h"
 
 #include <gnu/libc-version.h>
 #include <hwloc.h>
@@ -53,14 +54,9 @@ std::optional<std::string> field(const char* path, std::string_view key, char se
   return std::nullopt;
 }
 
-// /proc/meminfo states sizes in "kB", which the kernel means as KiB.
-Json meminfo_bytes(std::string_view key) {
-  const auto value = field("/proc/meminfo", key, ':');
-  if (!value || !value->ends_with(" kB")) return nullptr;
-  std::uint64_t kibibytes = 0;
-  const auto [end, error] = std::from_chars(value->data(), value->data() + value->size() - 3, kibibytes);
-  if (error != std::errc{} || end != value->data() + value->size() - 3) return nullptr;
-  return kibibytes * 1024;
+Json meminfo_bytes(const char* key) {
+  const std::optional<std::uint64_t> bytes = proc_kib_field("/proc/meminfo", key);
+  return bytes ? Json(*bytes) : Json(nullptr);
 }
 
 // cpu0's frequency at the moment of reading; it moves with the governor and turbo, so it is a hint

@@ -32,6 +32,7 @@
 #include "harness/results_directory.h"
 #include "harness/run_context.h"
 #include "harness/stress_targets.h"
+#include "harness/proc_files.h"
 #include "replay/replay_runner.h"
 
 namespace tiermark {

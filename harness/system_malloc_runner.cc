@@ -29,6 +29,7 @@
 #include "harness/command_options.h"
 #include "harness/malloc_child.h"
 #include "harness/trace_files.h"
+#include "harness/proc_files.h"
 
 namespace tiermark {
 namespace {
@@ -285,7 +286,7 @@ std::unique_ptr<AllocatorRunner> make_system_malloc_runner(std::string_view spec
   SystemMalloc library = resolve_system_malloc(spec);
   // The child replays on real memory whatever --memory says; half of MemAvailable leaves room for the
   // child's own copy of the trace, this process and the allocator's overhead.
-  if (const std::optional<std::uint64_t> available = proc_kib_field("/proc/meminfo", "MemAvailable");
+  if (const std::optional<std::uint64_t> available = available_memory_bytes();
       available && trace.peak_requested_bytes > *available / 2) {
     throw InputError(library.spec + " replays on host memory: " + trace.name + " needs " +
                      format_size_approx(trace.peak_requested_bytes) + " live at its peak, more than half of the " +
