@@ -48,10 +48,11 @@ void print_options(std::ostream& out, std::span<const OptionSpec> specs) {
   }
 }
 
-void print_components(std::ostream& out, const std::string& title, const std::vector<ComponentInfo>& catalog) {
+void print_components(std::ostream& out, const std::string& title, const std::vector<ComponentInfo>& catalog,
+                      const std::string& tag = "") {
   out << title << "\n";
   for (const ComponentInfo& info : catalog) {
-    out << "  " << info.name << "  " << info.description << "\n";
+    out << "  " << info.name << "  " << tag << info.description << "\n";
     print_options(out, info.options);
   }
 }
@@ -81,7 +82,7 @@ void print_catalog(std::ostream& out) {
   print_components(out, "Allocators (configure as NAME:key=value,...):", allocator_catalog());
   out << "\n";
   print_components(out, "Test-only allocators (planted faults for testing tiermark's own checks; never in --allocator all):",
-                   test_allocator_catalog());
+                   test_allocator_catalog(), "[test only] ");
   out << "\n";
   print_components(out, "Memory sources the allocators sit on:", upstream_catalog());
   out << "\nWorkload generators (configure as NAME[/PRESET]:key=value,...; `tiermark trace gen SPEC -o FILE`):\n";
