@@ -13,6 +13,8 @@ packages=(
   libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0
   python3 python3-pytest python3-matplotlib python3-numpy python3-scipy
   likwid
+  clang-14 libclang-rt-14-dev libfuzzer-14-dev
+  chromium
 )
 
 missing=()

@@ -314,6 +314,8 @@ std::string BinaryTraceReader::tag_definition() {
         if (length > kMaxTagLength) fail("corrupt tag component (length " + std::to_string(length) + ")");
         std::string part(length, '\0');
         for (char& c : part) c = static_cast<char>(byte());
+        // Tags are one line, as trace metadata values are: the CSV form could not hold a line feed.
+        if (part.find('\n') != std::string::npos) fail("corrupt tag component (holds a line feed)");
         components_.push_back(std::move(part));
       }
       last_definition_.push_back(static_cast<std::uint32_t>(id));

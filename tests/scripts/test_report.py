@@ -127,7 +127,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
 
 
 def test_renders_in_headless_chromium(cnn_report, tmp_path):
-    """Headless Chromium from Debian (apt-get install chromium; not in tools/install-deps.sh, it is large)."""
+    """Headless Chromium from Debian (tools/install-deps.sh installs it; skipped with a note where it is absent)."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is absent: apt-get install chromium to run the browser test")
     directory, _ = cnn_report

@@ -253,6 +253,18 @@ TEST(BinaryTrace, WrongVersionAndMagicAreNamed) {
   EXPECT_EQ(input_error([&] { read_binary("op,id,size\n"); }), "t.tmt: byte 0: not a tiermark binary trace (bad magic number)");
 }
 
+// Tags are one line in every format: a .tmt tag holding a line feed would make a CSV that cannot be
+// read back (found by binary_trace_fuzzer, docs/fuzzing.md finding 3), so the reader refuses it.
+TEST(BinaryTrace, ATagHoldingALineFeedIsCorrupt) {
+  TraceEvent alloc;
+  alloc.kind = EventKind::kAlloc;
+  alloc.size = 64;
+  alloc.tag = 1;
+  const Trace trace(TraceMetadata(), {"", "two\nlines"}, {alloc});
+  const std::string error = input_error([&] { read_binary(write_binary(trace)); });
+  EXPECT_NE(error.find("corrupt tag component (holds a line feed)"), std::string::npos) << error;
+}
+
 struct BadCsv {
   std::string body;      // rows after the header `op,id,size,align`
   std::string expected;  // the whole message
