@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common/input_error.h"
+#include "fuzz/trace_round_trip.h"
 #include "workloads/binary_trace.h"
 #include "workloads/csv_trace.h"
 #include "workloads/rmm_log.h"
@@ -22,47 +23,7 @@ namespace {
 
 using namespace tiermark;
 
-[[noreturn]] void fail(const std::string& what) {
-  std::fprintf(stderr, "rmm_log_fuzzer: %s\n", what.c_str());
-  std::abort();
-}
-
-// "" when `a` and `b` are the same trace (tags by name), else the first difference.
-std::string difference(const TraceRecorder& a, const TraceRecorder& b) {
-  if (a.metadata().items() != b.metadata().items()) return "metadata differs";
-  if (a.events().size() != b.events().size()) {
-    return "event count " + std::to_string(a.events().size()) + " != " + std::to_string(b.events().size());
-  }
-  for (std::size_t i = 0; i < a.events().size(); ++i) {
-    TraceEvent x = a.events()[i];
-    TraceEvent y = b.events()[i];
-    if (a.tag(x) != b.tag(y)) return "event " + std::to_string(i) + ": tag '" + std::string(a.tag(x)) + "' != '" + std::string(b.tag(y)) + "'";
-    x.tag = y.tag = 0;
-    if (!(x == y)) return "event " + std::to_string(i) + " differs";
-  }
-  return "";
-}
-
-// Writes `trace` with writer W and reads it back with reader R; an InputError here is a writer bug.
-template <class W, class R>
-void check_round_trip(const TraceRecorder& trace, const char* format) {
-  std::ostringstream out;
-  {
-    RecordedTraceSource source(trace);
-    W writer(out);
-    pump(source, writer);
-  }
-  TraceRecorder again;
-  try {
-    std::istringstream in(out.str());
-    R reader(in, "rewritten");
-    pump(reader, again);
-  } catch (const InputError& e) {
-    fail(std::string("a trace written as ") + format + " does not read back: " + e.what());
-  }
-  const std::string diff = difference(trace, again);
-  if (!diff.empty()) fail(std::string("written as ") + format + " and read back: " + diff);
-}
+constexpr const char* kFuzzer = "rmm_log_fuzzer";
 
 }  // namespace
 
@@ -75,7 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const InputError&) {
     return 0;  // bad input, rejected with a message: the correct outcome
   }
-  check_round_trip<BinaryTraceWriter, BinaryTraceReader>(trace, ".tmt");
-  check_round_trip<CsvTraceWriter, CsvTraceReader>(trace, "CSV");
+  fuzz::check_round_trip<BinaryTraceWriter, BinaryTraceReader>(kFuzzer, trace, ".tmt");
+  fuzz::check_round_trip<CsvTraceWriter, CsvTraceReader>(kFuzzer, trace, "CSV");
   return 0;
 }
