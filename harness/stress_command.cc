@@ -322,9 +322,15 @@ void print_stress_table(const json& document, std::ostream& out) {
   const json& c = document["context"];
   out << "\n" << document["workloads"][0]["name"].get<std::string>() << "   " << c["threads"].get<int>() << " threads, "
       << (c["seconds"].is_number() ? fixed_text(c["seconds"].get<double>(), 1) + " s" : std::to_string(c["ops"].get<std::uint64_t>()) + " allocations")
-      << (c["verify"].get<bool>() ? ", verified" : ", not verified") << ", " << c["sizes"].get<std::string>() << " sizes "
-      << format_size_approx(c["min_size_bytes"].get<std::uint64_t>()) << " to " << format_size_approx(c["max_size_bytes"].get<std::uint64_t>())
-      << ", " << c["memory"].get<std::string>() << " memory\n";
+      << (c["verify"].get<bool>() ? ", verified" : ", not verified");
+  // Only the churn kernel draws from --sizes; the peer kernels keep their originals' sizes.
+  if (document["workloads"][0]["name"] == "stress/churn") {
+    out << ", " << c["sizes"].get<std::string>() << " sizes " << format_size_approx(c["min_size_bytes"].get<std::uint64_t>())
+        << " to " << format_size_approx(c["max_size_bytes"].get<std::uint64_t>());
+  } else {
+    out << ", the kernel's own sizes (docs/stress-kernels.md)";
+  }
+  out << ", " << c["memory"].get<std::string>() << " memory\n";
   char line[400];
   const char* format = "  %-18s %-9s %11s %10s %9s %9s %10s %7s %13s %7s %-13s  %s\n";
   std::snprintf(line, sizeof line, format, "allocator", "result", "ops/s", "allocs", "failed", "x-thread", "verified", "corrupt",
@@ -503,6 +509,14 @@ int stress_command(const std::vector<std::string>& args, std::ostream& out) {
   if (vm.count("help") != 0) {
     out << "usage: tiermark stress --allocator LIST|all [--threads N] (--seconds S | --ops N) [--verify] [--kernel NAME] [options]\n" << options;
     return kExitOk;
+  }
+  // The peer kernels keep their originals' sizes (docs/stress-kernels.md): a size option with one of
+  // them would be silently ignored, so it is refused.
+  for (const char* option : {"sizes", "min-size", "max-size"}) {
+    if (vm.count(option) != 0 && a.k.kernel != "churn") {
+      throw InputError("--" + std::string(option) + ": only the churn kernel draws sizes; " + a.k.kernel +
+                       " keeps its original's (docs/stress-kernels.md)");
+    }
   }
   return run_stress(a, out);
 }

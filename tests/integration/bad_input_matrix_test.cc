@@ -162,6 +162,7 @@ std::vector<Case> matrix() {
       {"stress --allocator bump --threads 2" + kOut, "--seconds"},                   // neither budget
       {"stress --allocator bump --threads 2 --ops 10 --seconds 1" + kOut, "--seconds"},  // both
       {"stress --allocator bump --threads 2 --ops 100 --max-size 12XB" + kOut, "12XB"},
+      {"stress --allocator bump --threads 2 --ops 100 --kernel larson --sizes dl-mix" + kOut, "only the churn kernel"},  // conflicting
       {"stress --allocator bump --threads 2 --ops 100 --json {dir}/a_directory" + kOut, "is a directory"},
       {"stress --allocator bump --threads 2 --ops 100 --out /proc/no-such-dir", "/proc/no-such-dir"},
   };
