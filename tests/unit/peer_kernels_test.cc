@@ -274,10 +274,11 @@ TEST_P(PeerKernel, OpsBudgetBoundsTheTimedAllocations) {
   const StressResult large = k.run(target, ops_settings(2, 2 * k.ops, false));
   EXPECT_GT(large.counters.allocs, small.counters.allocs);
   EXPECT_EQ(large.counters.allocs - small.counters.allocs, k.ops);
-  // The setup and clean-up are the same in both runs and counted as untimed, so they leave the
-  // throughput: what remains grows by exactly the extra budget's allocations and their frees.
-  EXPECT_EQ(large.counters.untimed_ops, small.counters.untimed_ops);
+  // Untimed work (setup, and what the calling thread frees after the threads end) is part of the
+  // counts; how much is left at the end depends on the interleaving (xmalloc-test's queued batches),
+  // so only its bound is checked here; larson's exact warm-up is checked below.
   EXPECT_LE(small.counters.untimed_ops, small.counters.allocs + small.counters.frees);
+  EXPECT_LE(large.counters.untimed_ops, large.counters.allocs + large.counters.frees);
 }
 
 TEST(PeerKernelBudget, LarsonWarmUpIsUntimed) {
